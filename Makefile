@@ -1,0 +1,40 @@
+# bookpulse: every target installs into .venv first when needed.
+# A fresh machine needs only python3 (>= 3.11) and make.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the locked set
+
+demo: $(STAMP)  ## generate the default synthetic book and print its summary
+	$(BIN)/bookpulse demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint  ## ruff, then the whole test suite
+	$(BIN)/pytest -n 2 -q
+
+bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
+	$(BIN)/python benchmarks/generate_book.py
+
+lock: ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python -m pip freeze --exclude-editable --all | grep -v -E "^(pip|bookpulse)==" > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

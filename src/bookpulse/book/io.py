@@ -1,0 +1,154 @@
+"""Reading and writing a book on disk. All book I/O goes through here.
+
+A book is a folder:
+
+    book.json                          what made it: seed, size, months, generator version
+    customers.parquet  branches.parquet  rms.parquet  relationships.parquet  cards.parquet
+    snapshots/month=YYYY-MM/part-0.parquet      month-end snapshot, one row per customer
+    card_spend/month=YYYY-MM/part-0.parquet     monthly spend, one row per card used that month
+    truth/customer_month/month=YYYY-MM/part-0.parquet   simulator's true probabilities
+    truth/cards.parquet                                 (never read by features or training)
+
+Monthly tables are partitioned by month in Hive style; the `month` column is not stored in the
+files, the readers add it (as the month-end timestamp) from the folder name. So a reader asked
+for months up to T never opens a file dated after T.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATIC_TABLES = ("customers", "branches", "rms", "relationships", "cards")
+MONTHLY_TABLES = ("snapshots", "card_spend")
+TRUTH_DIR = "truth"
+META_FILE = "book.json"
+
+
+class BookError(Exception):
+    """A book that cannot be read: the message says what is wrong and where."""
+
+
+def month_end(month: str | pd.Timestamp) -> pd.Timestamp:
+    """'2026-10' (or any date in October 2026) -> Timestamp('2026-10-31')."""
+    return pd.Period(month, freq="M").to_timestamp(how="end").normalize()
+
+
+def month_key(month: str | pd.Timestamp) -> str:
+    """Any date or 'YYYY-MM' -> 'YYYY-MM'."""
+    return str(pd.Period(month, freq="M"))
+
+
+def months_between(first: str, last: str) -> list[str]:
+    return [str(p) for p in pd.period_range(first, last, freq="M")]
+
+
+def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> None:
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd", write_statistics=True)
+
+
+def monthly_path(book: Path, table: str, month: str) -> Path:
+    return book / table / f"month={month_key(month)}" / "part-0.parquet"
+
+
+def truth_monthly_path(book: Path, month: str) -> Path:
+    return monthly_path(book / TRUTH_DIR, "customer_month", month)
+
+
+def read_meta(book: Path) -> dict:
+    path = book / META_FILE
+    if not path.is_file():
+        raise BookError(
+            f"{book} is not a book: {META_FILE} is missing. "
+            "Generate one with `bookpulse book generate` or point --book at a book folder."
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BookError(f"{path} is not valid JSON ({exc}).") from exc
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(date_as_object=False)
+
+
+def read_static(book: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    path = book / f"{name}.parquet"
+    if not path.is_file():
+        raise BookError(f"table {name!r} is missing: expected {path}")
+    return _to_pandas(pq.read_table(path, columns=columns))
+
+
+def available_months(book: Path, table: str = "snapshots") -> list[str]:
+    """Months present on disk for a monthly table, sorted."""
+    root = book / table
+    if not root.is_dir():
+        return []
+    found = [p.name.removeprefix("month=") for p in root.glob("month=*") if p.is_dir()]
+    return sorted(found)
+
+
+def read_monthly(
+    book: Path,
+    table: str,
+    months: Iterable[str],
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Concatenate the given months of a monthly table, adding `month` (month-end timestamp)."""
+    frames = []
+    for m in months:
+        path = monthly_path(book, table, m)
+        if not path.is_file():
+            raise BookError(f"table {table!r} has no partition for {month_key(m)}: expected {path}")
+        df = _to_pandas(pq.read_table(path, columns=columns))
+        df.insert(1 if "customer_id" in df or "card_id" in df else 0, "month", month_end(m))
+        frames.append(df)
+    if not frames:
+        raise BookError(f"no months asked of table {table!r}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_truth(book: Path, months: Iterable[str]) -> pd.DataFrame:
+    return read_monthly(book / TRUTH_DIR, "customer_month", months)
+
+
+@contextmanager
+def publishing(target: Path, *, replace: bool = False):
+    """Write into a temporary sibling folder; move it into place only if the block succeeds.
+
+    Nothing half-written is ever visible at `target`, and an existing `target` is left alone
+    unless `replace` is set (then it is swapped out only after the new one is complete).
+    """
+    target = Path(target)
+    if target.exists() and any(target.iterdir()) and not replace:
+        raise BookError(
+            f"{target} already exists and is not empty; choose another --out or pass --force "
+            "to replace it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,953 @@
+"""A vectorised, seed-deterministic simulator of a retail bank's customer book.
+
+The mechanics follow DOMAIN.md; every number below is a choice, documented in the README
+("The synthetic book"). In short, each customer has
+
+* static traits: segment, age, branch and RM, household wealth, share of wallet (how much of
+  it sits here), balance volatility, a hidden loyalty, an employer if paid through us;
+* a hidden engagement state E that moves month by month through
+  engaged (0) -> cooling (1) -> leaving (2) -> attrited, with transition odds set by the
+  retention drivers (product lines with a sharp step at 4+, payroll, value-added services,
+  RM care, share of wallet, tenure, tier, attrition among linked customers, loyalty);
+  cooling and leaving customers show the warning signs: fewer logins and transactions,
+  complaints, stopped payroll, money moving out;
+* in-bank assets on the log scale, x = mu + u + season, where mu is the level the customer
+  tends to, u a mean-reverting AR(1) wobble and season the segment's calendar (growers' spring
+  dip and post-harvest inflow, merchants' new-year cash need, year-end bonuses). Engaged
+  customers sometimes consolidate part of their external assets here (mu jumps), more often
+  when the gap to their household wealth is wide and the RM is close; leaving customers drain.
+
+The truth (``truth/``) is the probability of each labelled event given the customer's true
+state at the month-end, computed from the same transition law: churn by running the
+engagement chain three months ahead; tier upgrade by summing over the chain's paths the normal
+probability that x crosses the next tier boundary (AR(1) terms exact, one consolidation at
+most); card activation from the card's own activation propensity and first-use delay. The
+slowly changing drivers (product lines, payroll, services, linked attrition) are held at
+their month-end values over the window; that is the one approximation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy.special import expit, logit, ndtr
+
+from bookpulse import __version__
+from bookpulse.book import io
+from bookpulse.domain import (
+    ACTIVATION_WINDOW_DAYS,
+    AREA_TYPES,
+    CARD_CHANNELS,
+    CARD_PRODUCTS,
+    ONBOARD_CHANNELS,
+    REGIONS,
+    RELATIONSHIP_KINDS,
+    SEGMENTS,
+    TIER_LOWER_BOUNDS,
+    TOP_TIER,
+    tier_index,
+)
+
+GENERATOR = "bookpulse.book.simulate"
+
+BO, ELD, MER, WOM, GRO, MAS = range(6)  # segment codes, in SEGMENTS order
+BRANCH, ONLINE, TELE, BULK = range(4)  # card channel codes, in CARD_CHANNELS order
+
+# --- mechanics (see module docstring and README) -------------------------------------------
+SEG_SHARE_BY_AREA = np.array(
+    # business_owner, elderly, merchant, women, grower, mass
+    [
+        [0.10, 0.14, 0.12, 0.18, 0.01, 0.45],  # urban
+        [0.07, 0.16, 0.12, 0.15, 0.12, 0.38],  # county
+        [0.03, 0.20, 0.06, 0.10, 0.40, 0.21],  # rural
+    ]
+)
+LOG_WEALTH_MEAN = np.array([12.4, 10.8, 10.9, 10.1, 9.7, 9.6])  # household wealth, log CNY
+SHARE_OF_WALLET_MEAN = np.array([0.22, 0.55, 0.35, 0.35, 0.50, 0.32])
+VOLATILITY = np.array([0.12, 0.07, 0.20, 0.09, 0.13, 0.10])  # monthly sd of log AUM
+PAYROLL_RATE = np.array([0.30, 0.05, 0.05, 0.40, 0.02, 0.45])
+LOGINS_PER_MONTH = np.array([8.0, 2.0, 9.0, 10.0, 3.0, 12.0])
+MOBILE_BANKING_RATE = np.array([0.80, 0.35, 0.75, 0.80, 0.45, 0.80])
+BRANCH_VISITS = np.array([0.3, 1.5, 1.0, 0.4, 0.8, 0.3])
+TXN_PER_MONTH = np.array([20.0, 6.0, 30.0, 14.0, 8.0, 12.0])
+LOAN_RATE = np.array([0.35, 0.03, 0.40, 0.15, 0.05, 0.15])
+SEGMENT_CHURN = np.array([0.15, -0.35, 0.20, 0.0, -0.10, 0.0])
+# Seasonal component of log AUM by calendar month (Jan..Dec), per segment.
+SEASON = np.zeros((6, 12))
+SEASON[GRO] = [0.05, -0.05, -0.25, -0.45, -0.35, -0.15, 0.0, 0.05, 0.20, 0.40, 0.35, 0.20]
+SEASON[MER] = [0.10, -0.20, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05]
+SEASON -= SEASON.mean(axis=1, keepdims=True)
+PAYROLL_BONUS = np.array([0.06, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.06])
+
+RHO = 0.85  # AR(1) persistence of the log-AUM wobble
+DRAIN = 0.35  # log AUM leaving each month a customer is in the leaving state
+TIER_CARE = np.array([0.05, 0.15, 0.5, 1.2, 2.5])  # RM contacts per month by tier
+# Engagement chain: 0 engaged, 1 cooling, 2 leaving; attrition absorbs.
+CHURN_BASE = -3.1  # logit of P(engaged -> cooling) for a driver score of 0
+LEAVE_BASE = logit(0.30)  # logit of P(cooling -> leaving)
+RECOVER_COOLING = 0.30
+RECOVER_LEAVING = 0.12
+EXIT_LEAVING = 0.38
+SUDDEN_EXIT = np.array([0.10, 0.10, 0.35, 0.20, 0.20])  # share of a that leaves at once, by tier
+CONSOLIDATE_BASE = -4.8  # logit of the monthly chance to move external assets here
+# Windfalls (a bonus, a maturing deposit elsewhere, a house sale) reach anyone, unforeseeably;
+# their size is normal on the log scale. Everyone spends a little each month.
+WINDFALL_RATE = 0.012
+WINDFALL_MEAN = 1.0
+WINDFALL_SD = 0.5
+SPENDING = 0.012
+LOGIN_MULT = np.array([1.0, 0.5, 0.2])
+TXN_MULT = np.array([1.0, 0.6, 0.35])
+COMPLAINTS = np.array([0.01, 0.10, 0.25])
+CARD_USE_MULT = np.array([1.0, 0.6, 0.3])
+# Card activation: propensity logit by channel and mean first-use delay in days.
+ACTIVATION_BASE = np.array([1.0, 1.3, -0.2, -3.0])
+FIRST_USE_DELAY = np.array([12.0, 8.0, 20.0, 35.0])
+
+
+@dataclass(frozen=True)
+class BookSpec:
+    """What to generate. `end_month` is the last month-end in the book ('YYYY-MM')."""
+
+    customers: int = 20_000
+    months: int = 24
+    seed: int = 42
+    end_month: str = "2026-10"
+
+    def month_keys(self) -> list[str]:
+        end = pd.Period(self.end_month, freq="M")
+        return [str(p) for p in pd.period_range(end - (self.months - 1), end, freq="M")]
+
+
+def _days(values) -> np.ndarray:
+    return np.asarray(values, dtype="datetime64[D]")
+
+
+def _dict_array(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int8)), pa.array(list(names), pa.string())
+    )
+
+
+def _date_array(days: np.ndarray) -> pa.Array:
+    mask = np.isnat(days)
+    return pa.array(days.astype("datetime64[D]"), type=pa.date32(), mask=mask)
+
+
+def _money(x: np.ndarray) -> np.ndarray:
+    return np.round(np.maximum(x, 0.0), 2)
+
+
+class _Simulation:
+    """The state of every customer as the months go by. Used only by `generate_book`."""
+
+    def __init__(self, spec: BookSpec):
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.months = spec.month_keys()
+        self.month_ends = _days([io.month_end(m) for m in self.months])
+        self.month_starts = _days([pd.Period(m, freq="M").start_time for m in self.months])
+        self.cal = np.array([pd.Period(m, freq="M").month for m in self.months]) - 1
+        self.ref_year = pd.Period(spec.end_month, freq="M").year
+        self._make_branches()
+        self._make_customers()
+        self._make_relationships()
+        self._init_state()
+        self.card_parts: list[dict[str, np.ndarray]] = []
+        self.card_truth_parts: list[pd.DataFrame] = []
+        self.n_cards = 0
+
+    # --- the population ------------------------------------------------------------------
+    def _make_branches(self) -> None:
+        rng, n = self.rng, self.spec.customers
+        nb = max(4, round(n / 2000))
+        area = rng.choice(3, size=nb, p=[0.5, 0.3, 0.2])
+        area[0], area[1] = 0, 2  # at least one urban and one rural branch
+        self.branch_area = area
+        self.branch_region = rng.integers(0, len(REGIONS), size=nb)
+        self.branch_size = rng.lognormal(0.0, 0.4, size=nb)
+        rms_per_branch = max(2, round(n / nb / 300))
+        self.rm_branch = np.repeat(np.arange(nb), rms_per_branch)
+        self.rm_diligence = rng.lognormal(0.0, 0.35, size=self.rm_branch.size)
+        opened = _days("1990-01-01") + rng.integers(0, 25 * 365, size=nb)
+        self.branches = pa.table(
+            {
+                "branch_id": pa.array(np.arange(1, nb + 1, dtype=np.int32)),
+                "branch_name": pa.array(
+                    [f"{REGIONS[r].title()} {AREA_TYPES[a]} branch {i + 1:03d}"
+                     for i, (r, a) in enumerate(zip(self.branch_region, area, strict=True))]
+                ),
+                "region": _dict_array(self.branch_region, REGIONS),
+                "area_type": _dict_array(area, AREA_TYPES),
+                "opened_date": _date_array(opened),
+            }
+        )
+        nr = self.rm_branch.size
+        hired = _days("2005-01-01") + rng.integers(0, 20 * 365, size=nr)
+        self.rms = pa.table(
+            {
+                "rm_id": pa.array(np.arange(1, nr + 1, dtype=np.int32)),
+                "branch_id": pa.array((self.rm_branch + 1).astype(np.int32)),
+                "rm_name": pa.array([f"RM {i + 1:05d}" for i in range(nr)]),
+                "capacity": pa.array(rng.integers(40, 81, size=nr).astype(np.int16)),
+                "hired_date": _date_array(hired),
+            }
+        )
+
+    def _make_customers(self) -> None:
+        rng, n, m = self.rng, self.spec.customers, len(self.months)
+        nb = self.branch_area.size
+        p_branch = self.branch_size / self.branch_size.sum()
+        branch = np.sort(rng.choice(nb, size=n, p=p_branch))
+        # Segment by the branch's area type (growers in the countryside, merchants in town).
+        u = rng.random(n)
+        cdf = np.cumsum(SEG_SHARE_BY_AREA, axis=1)[self.branch_area[branch]]
+        seg = (u[:, None] > cdf).sum(axis=1).clip(0, 5)
+        # Shuffle customers within branches so that neighbours in this order are random
+        # people of the same branch; households and market streets are cut from it.
+        order = np.lexsort((rng.random(n), branch))
+        self.branch, self.seg = branch[order], seg[order]
+        branch, seg = self.branch, self.seg
+        rms_per = np.bincount(self.rm_branch, minlength=nb)
+        first_rm = np.concatenate([[0], np.cumsum(rms_per)[:-1]])
+        self.rm = first_rm[branch] + rng.integers(0, rms_per[branch])
+
+        age = np.where(
+            seg == ELD,
+            rng.integers(60, 89, size=n),
+            np.where(seg == GRO, rng.integers(28, 71, size=n), rng.triangular(21, 33, 66, n)),
+        ).astype(int)
+        age = np.where(seg == BO, rng.integers(30, 66, size=n), age)
+        self.age = age
+        self.birth_year = (self.ref_year - age).astype(np.int16)
+        male_p = np.where(seg == BO, 0.7, np.where(seg == WOM, 0.0, 0.5))
+        self.gender = (rng.random(n) < male_p).astype(np.int8)  # 0 F, 1 M
+
+        self.payroll_enrolled = rng.random(n) < PAYROLL_RATE[seg] * (age < 62)
+        n_employers = max(4, n // 80)
+        per_branch = max(1, n_employers // nb)
+        self.employer = np.where(
+            self.payroll_enrolled, branch * per_branch + rng.integers(0, per_branch, size=n), -1
+        )
+        # Households: consecutive blocks of 1-3 people in the shuffled branch order.
+        sizes = rng.choice([1, 2, 3], size=n, p=[0.80, 0.14, 0.06])
+        ends = np.cumsum(sizes)
+        ends = ends[ends <= n]
+        if ends.size == 0 or ends[-1] != n:
+            ends = np.append(ends, n)
+        starts = np.concatenate([[0], ends[:-1]])
+        self.household = np.repeat(np.arange(starts.size), ends - starts)
+        household_level = rng.normal(0.0, 0.9, size=starts.size)[self.household]
+
+        # Wealth: household wealth and the share of it held here.
+        log_wealth = LOG_WEALTH_MEAN[seg] + household_level + rng.normal(0.0, 1.5, size=n)
+        sow_mean = SHARE_OF_WALLET_MEAN[seg]
+        share = rng.beta(2.5 * sow_mean, 2.5 * (1 - sow_mean)).clip(0.005, 0.995)
+        self.mu = log_wealth + np.log(share) + 0.3 * self.payroll_enrolled
+        self.ext = log_wealth + np.log1p(-share)
+        self.sigma = VOLATILITY[seg] + 0.08 * (self.mu < np.log(10_000))
+        self.loyalty = rng.normal(0.0, 0.35, size=n)
+        self.consolidate_fraction = rng.beta(2.0, 4.0, size=n)
+        self.income = np.where(
+            self.payroll_enrolled, rng.lognormal(np.log(7000), 0.5, size=n) * (1 + 2 * (seg == BO)),
+            0.0,
+        )
+        self.ext_noise = rng.lognormal(0.0, 0.3, size=n)
+
+        # Onboarding: most customers predate the book; about 0.8% of the book joins each month.
+        new = rng.random(n) < min(0.3, 0.008 * m)
+        tenure = np.minimum(1 + rng.exponential(70.0, size=n), 360).astype(int)
+        self.onboard_idx = np.where(new, rng.integers(0, m, size=n), -tenure)
+        # Market streets: merchants of a branch join in clusters, on the same day.
+        self.cluster = -np.ones(n, dtype=np.int64)
+        mer = np.flatnonzero(seg == MER)
+        if mer.size:
+            cl_sizes = rng.integers(5, 16, size=mer.size)
+            cl_ends = np.cumsum(cl_sizes)
+            cl_id = np.searchsorted(cl_ends, np.arange(mer.size), side="right")
+            in_cluster = rng.random(cl_id.max() + 1)[cl_id] < 0.6
+            self.cluster[mer[in_cluster]] = cl_id[in_cluster]
+            firsts = np.unique(cl_id[in_cluster], return_index=True)[1]
+            lead = np.full(cl_id.max() + 1, -1)
+            lead[cl_id[in_cluster][firsts]] = mer[in_cluster][firsts]
+            members = mer[in_cluster]
+            self.onboard_idx[members] = self.onboard_idx[lead[cl_id[in_cluster]]]
+        month0 = pd.Period(self.months[0], freq="M")
+        first_day = _days(
+            [(month0 + int(k)).start_time for k in np.unique(self.onboard_idx)]
+        )
+        lookup = dict(zip(np.unique(self.onboard_idx), first_day, strict=True))
+        start_day = np.array([lookup[k] for k in self.onboard_idx], dtype="datetime64[D]")
+        day = rng.integers(0, 28, size=n)
+        if mer.size:
+            cm = self.cluster >= 0
+            day[cm] = (self.cluster[cm] * 7) % 28
+        self.onboard_date = start_day + day
+
+        ch = np.empty(n, dtype=np.int8)
+        pick = {
+            BO: ([7, 1, 2, 0], [0.4, 0.2, 0.3, 0.1]),
+            ELD: ([4, 2, 0], [0.45, 0.3, 0.25]),
+            MER: ([0, 2], [0.6, 0.4]),
+            WOM: ([2, 3, 0], [0.45, 0.3, 0.25]),
+            GRO: ([6, 0], [0.6, 0.4]),
+            MAS: ([3, 0, 2], [0.45, 0.4, 0.15]),
+        }
+        for s, (chans, probs) in pick.items():
+            idx = np.flatnonzero(seg == s)
+            ch[idx] = rng.choice(chans, size=idx.size, p=probs)
+        ch[self.cluster >= 0] = ONBOARD_CHANNELS.index("market_cluster")
+        payroll_deal = self.payroll_enrolled & (rng.random(n) < 0.8)
+        ch[payroll_deal] = ONBOARD_CHANNELS.index("payroll_deal")
+        self.channel = ch
+        self.customer_id = np.arange(1, n + 1, dtype=np.int64) + 100_000
+
+    def _make_relationships(self) -> None:
+        rng, n = self.rng, self.spec.customers
+        src, dst, kind = [], [], []
+        # family: every pair within a household
+        hh = self.household
+        same_next = hh[1:] == hh[:-1]
+        a = np.flatnonzero(same_next)
+        src += [a]
+        dst += [a + 1]
+        kind += [np.zeros(a.size, dtype=np.int8)]
+        same_next2 = hh[2:] == hh[:-2]
+        a2 = np.flatnonzero(same_next2)
+        src += [a2]
+        dst += [a2 + 2]
+        kind += [np.zeros(a2.size, dtype=np.int8)]
+        # business: merchants of a market street link to the next two; business owners to
+        # two partners among merchants and business owners anywhere.
+        for gap in (1, 2):
+            c = self.cluster
+            k = np.flatnonzero((c[:-gap] >= 0) & (c[:-gap] == c[gap:]))
+            src += [k]
+            dst += [k + gap]
+            kind += [np.full(k.size, 2, dtype=np.int8)]
+        bo = np.flatnonzero(self.seg == BO)
+        pool = np.flatnonzero((self.seg == BO) | (self.seg == MER))
+        if bo.size and pool.size:
+            for _ in range(2):
+                src += [bo]
+                dst += [rng.choice(pool, size=bo.size)]
+                kind += [np.full(bo.size, 2, dtype=np.int8)]
+        # friends: about 0.3 links per customer, to someone near in the branch order
+        f = np.flatnonzero(rng.random(n) < 0.3)
+        g = np.clip(f + rng.integers(-60, 61, size=f.size), 0, n - 1)
+        src += [f]
+        dst += [g]
+        kind += [np.ones(f.size, dtype=np.int8)]
+        s, d, k = np.concatenate(src), np.concatenate(dst), np.concatenate(kind)
+        keep = s != d
+        s, d, k = s[keep], d[keep], k[keep]
+        lo, hi = np.minimum(s, d), np.maximum(s, d)
+        pair = lo * n + hi
+        _, first = np.unique(pair, return_index=True)
+        lo, hi, k = lo[first], hi[first], k[first]
+        self.rel_src = np.concatenate([lo, hi])
+        self.rel_dst = np.concatenate([hi, lo])
+        self.rel_kind = np.concatenate([k, k])
+        self.rel_weight = np.array([1.0, 0.5, 0.7])[self.rel_kind]
+        since = np.maximum(self.onboard_date[self.rel_src], self.onboard_date[self.rel_dst])
+        self.rel_since = since + np.tile(rng.integers(0, 60, size=lo.size), 2)
+
+    def _init_state(self) -> None:
+        rng, n = self.rng, self.spec.customers
+        seg = self.seg
+        self.u = rng.normal(0.0, 1.0, size=n) * self.sigma / np.sqrt(1 - RHO**2)
+        self.x = self._log_aum(0)
+        tier = tier_index(np.expm1(self.x))
+        self.engagement = rng.choice(3, size=n, p=[0.92, 0.05, 0.03]).astype(np.int8)
+        self.engagement[self.onboard_idx >= 0] = 0
+        self.exit_idx = np.full(n, 10**6)  # month index of attrition
+        self.closed = np.zeros(n, dtype=bool)  # attrition by closing every account
+        self.prev_aum = np.expm1(self.x).clip(0)
+        tier_p = lambda ps: np.asarray(ps)[tier]  # noqa: E731
+        self.flags = {
+            "has_time_deposit": rng.random(n) < tier_p([0.20, 0.40, 0.60, 0.70, 0.70]),
+            "has_wealth": rng.random(n) < tier_p([0.03, 0.15, 0.45, 0.70, 0.80]),
+            "has_funds": rng.random(n) < tier_p([0.02, 0.08, 0.30, 0.55, 0.70]),
+            "has_insurance": rng.random(n) < tier_p([0.05, 0.12, 0.25, 0.40, 0.50]),
+            "has_credit_card": np.zeros(n, dtype=bool),
+            "has_mobile_banking": rng.random(n) < MOBILE_BANKING_RATE[seg] * (self.age < 75),
+            "has_payroll": self.payroll_enrolled.copy(),
+            "has_loan": np.zeros(n, dtype=bool),
+        }
+        self.weights = rng.dirichlet([3.0, 2.0, 2.0, 1.5, 1.0], size=n) * np.array(
+            [1.0, 1.0, 1.0, 1.0, 1.0]
+        )
+        self.mortgage = np.where(
+            (rng.random(n) < LOAN_RATE[seg] * 0.5) & (seg != GRO),
+            rng.lognormal(np.log(600_000), 0.6, size=n),
+            0.0,
+        )
+        self.consumer_loan = np.where(
+            rng.random(n) < LOAN_RATE[seg] * 0.5, rng.lognormal(np.log(30_000), 0.7, size=n), 0.0
+        )
+        self.business_loan_size = np.where(
+            np.isin(seg, [BO, MER, GRO]) & (rng.random(n) < np.where(seg == GRO, 0.6, 0.4)),
+            rng.lognormal(np.log(80_000), 0.7, size=n) * np.where(seg == BO, 5.0, 1.0),
+            0.0,
+        )
+        self.vas = rng.random(n) < tier_p([0.05, 0.12, 0.30, 0.50, 0.60]) * np.where(
+            seg == WOM, 1.5, 1.0
+        )
+        self.login_base = rng.lognormal(np.log(LOGINS_PER_MONTH[seg]), 0.5)
+        self.txn_base = rng.lognormal(np.log(TXN_PER_MONTH[seg]), 0.5)
+        self.ticket = rng.lognormal(np.log(300.0), 0.6, size=n) * (1 + 0.3 * tier)
+        self.visit_base = BRANCH_VISITS[seg] * rng.lognormal(0.0, 0.4, size=n)
+        self.first_card_idx = np.full(n, 10**6)  # month index of the first card's issue
+
+    # --- mechanics -----------------------------------------------------------------------
+    def _log_aum(self, t: int) -> np.ndarray:
+        return self.mu + self.u + SEASON[self.seg, self.cal[t]]
+
+    def _products(self) -> np.ndarray:
+        return 1 + sum(f.astype(np.int8) for f in self.flags.values())
+
+    def _drivers(self, t: int, live: np.ndarray) -> dict[str, np.ndarray]:
+        """Monthly transition odds from the state at month-end t (used for t -> t+1 and truth)."""
+        tier = tier_index(np.expm1(self.x))
+        products = self._products()
+        care = self.rm_diligence[self.rm] * TIER_CARE[tier]
+        gap = self.ext - self.x
+        recent_exit = ((self.exit_idx <= t) & (self.exit_idx >= t - 2)).astype(float)
+        contagion = np.bincount(
+            self.rel_src, weights=self.rel_weight * recent_exit[self.rel_dst],
+            minlength=self.x.size,
+        )
+        high_linked = np.bincount(
+            self.rel_src, weights=((tier[self.rel_dst] >= 3) & live[self.rel_dst]).astype(float),
+            minlength=self.x.size,
+        ) > 0
+        tenure = t - self.onboard_idx
+        f = self.flags
+        z = (
+            -0.30 * (products == 3)
+            - 1.30 * (products >= 4)
+            - 0.50 * f["has_payroll"]
+            - 0.45 * self.vas
+            - 0.35 * np.minimum(care, 2.0)
+            - 0.25 * f["has_mobile_banking"]
+            + 0.35 * np.clip(gap - 1.0, 0.0, 4.0)
+            + 0.55 * np.minimum(contagion, 2.0)
+            + 0.50 * (tenure < 12)
+            + 0.30 * (tier == 2)
+            + 0.20 * (tier == 0)
+            + SEGMENT_CHURN[self.seg]
+            - self.loyalty
+        )
+        a = expit(CHURN_BASE + z)
+        consolidate = expit(
+            CONSOLIDATE_BASE
+            + 0.45 * np.clip(gap, 0.0, 5.0)
+            + 0.30 * np.minimum(care, 2.0)
+            + 0.40 * self.vas
+            + 0.40 * high_linked
+            + 0.30 * (self.seg == BO)
+            + 0.25 * f["has_payroll"]
+            - 0.20 * (tier == 0)
+        )
+        return {
+            "tier": tier,
+            "cool": a,
+            "sudden": a * SUDDEN_EXIT[tier],
+            "leave": expit(LEAVE_BASE + 0.5 * z),
+            "consolidate": consolidate,
+            "jump": np.log1p(self.consolidate_fraction * np.exp(np.minimum(gap, 30.0))),
+        }
+
+    @staticmethod
+    def _transition(d: dict[str, np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+        """Non-zero transition odds (from, to) over engaged 0, cooling 1, leaving 2, attrited 3.
+
+        Each entry is one probability per customer (or a scalar shared by all)."""
+        leave = d["leave"] * (1 - RECOVER_COOLING)
+        return {
+            (0, 0): 1 - d["cool"] - d["sudden"],
+            (0, 1): d["cool"],
+            (0, 3): d["sudden"],
+            (1, 0): RECOVER_COOLING,
+            (1, 1): 1 - RECOVER_COOLING - leave,
+            (1, 2): leave,
+            (2, 1): RECOVER_LEAVING,
+            (2, 2): 1 - RECOVER_LEAVING - EXIT_LEAVING,
+            (2, 3): EXIT_LEAVING,
+        }
+
+    def _truth(self, t: int, d: dict[str, np.ndarray], active: np.ndarray) -> pd.DataFrame:
+        """P(churn within 3 months) and P(tier up at T+3) given the true state at month-end t."""
+        idx = np.flatnonzero(active)
+        tm = self._transition({k: v[idx] for k, v in d.items()})
+        e = self.engagement[idx]
+        # Probability mass over (state, months leaving, months engaged) along the chain's
+        # paths; mass that reaches attrition is collected in p_churn.
+        dist = {(s, 0, 0): (e == s).astype(float) for s in range(3)}
+        p_churn = np.zeros(idx.size)
+        for _ in range(3):
+            new: dict[tuple[int, int, int], np.ndarray] = {}
+            for (s, k, n0), mass in dist.items():
+                for (a, b), p in tm.items():
+                    if a != s:
+                        continue
+                    if b == 3:
+                        p_churn += mass * p
+                        continue
+                    key = (b, k + (b == 2), n0 + (b == 0))
+                    new[key] = new[key] + mass * p if key in new else mass * p
+            dist = new
+        stay: dict[tuple[int, int], np.ndarray] = {}
+        for (_, k, n0), mass in dist.items():
+            stay[(k, n0)] = stay[(k, n0)] + mass if (k, n0) in stay else mass
+        tier = d["tier"][idx]
+        below_top = tier < TOP_TIER
+        bound = np.log1p(TIER_LOWER_BOUNDS[np.minimum(tier, TOP_TIER - 1)])
+        cal3 = (self.cal[t] + 3) % 12
+        mean = (
+            self.mu[idx] + RHO**3 * self.u[idx] + SEASON[self.seg[idx], cal3] - 3 * SPENDING
+            - bound
+        )
+        var = self.sigma[idx] ** 2 * (1 + RHO**2 + RHO**4)
+        sd, sd_w = np.sqrt(var), np.sqrt(var + WINDFALL_SD**2)
+        p_wind = 1 - (1 - WINDFALL_RATE) ** 3
+        jump, pj = d["jump"][idx], d["consolidate"][idx]
+
+        def cross(shift: np.ndarray | float) -> np.ndarray:
+            return (1 - p_wind) * ndtr((mean + shift) / sd) + p_wind * ndtr(
+                (mean + shift + WINDFALL_MEAN) / sd_w
+            )
+
+        p_up = np.zeros(idx.size)
+        for (k, n0), w in stay.items():
+            p_no = (1 - pj) ** n0
+            shift = -DRAIN * k
+            p_up += w * (p_no * cross(shift) + (1 - p_no) * cross(shift + jump))
+        p_up = np.where(below_top, p_up, np.nan)
+        return pd.DataFrame(
+            {
+                "customer_id": self.customer_id[idx],
+                "p_churn_3m": p_churn.astype(np.float32),
+                "p_upgrade_3m": p_up.astype(np.float32),
+            }
+        )
+
+    def _step(self, t: int, d: dict[str, np.ndarray], live: np.ndarray) -> np.ndarray:
+        """Move live customers from month-end t-1 to t. Returns who attrited in month t."""
+        rng, n = self.rng, self.x.size
+        tm = self._transition(d)
+        u = rng.random(n)
+        eng = self.engagement
+        nxt = eng.astype(np.int8).copy()
+        for s in range(3):
+            here = eng == s
+            cum = np.zeros(n)
+            for (a, b), p in tm.items():
+                if a != s:
+                    continue
+                lower = cum.copy()
+                cum = cum + p
+                nxt[here & (u >= lower) & (u < cum)] = b
+        exits = live & (nxt == 3)
+        moved = live & ~exits
+        self.engagement = np.where(moved, nxt, self.engagement).astype(np.int8)
+        eng = self.engagement
+        # Consolidation (engaged), windfalls (anyone) and drain (leaving) move the level for
+        # good; everyone spends a little.
+        jump = moved & (eng == 0) & (rng.random(n) < d["consolidate"])
+        windfall = moved & (rng.random(n) < WINDFALL_RATE)
+        wind_size = rng.normal(WINDFALL_MEAN, WINDFALL_SD, size=n)
+        drain = moved & (eng == 2)
+        self.mu = np.where(
+            moved,
+            self.mu + jump * d["jump"] + windfall * wind_size - drain * DRAIN - SPENDING,
+            self.mu,
+        )
+        self.ext = np.where(jump, self.ext + np.log1p(-self.consolidate_fraction), self.ext)
+        self.u = np.where(moved, RHO * self.u + self.sigma * rng.normal(size=n), self.u)
+        self.x = np.where(moved, self._log_aum(t), self.x)
+        # Slow drivers: product lines come and go, payroll stops, services enrol.
+        tier = tier_index(np.expm1(self.x))
+        f = self.flags
+        drop = np.array([0.003, 0.05, 0.15])[eng]
+        for name, adopt in (
+            ("has_time_deposit", np.array([0.004, 0.008, 0.012, 0.012, 0.012])[tier]),
+            ("has_wealth", np.array([0.001, 0.006, 0.012, 0.015, 0.015])[tier]),
+            ("has_funds", np.array([0.001, 0.003, 0.008, 0.012, 0.012])[tier]),
+            ("has_insurance", np.array([0.001, 0.003, 0.005, 0.008, 0.008])[tier]),
+        ):
+            r = rng.random(n)
+            add = moved & ~f[name] & (eng == 0) & (r < adopt)
+            rem = moved & f[name] & (r < drop)
+            f[name] = (f[name] | add) & ~rem
+        mb = rng.random(n) < np.where(self.seg == ELD, 0.003, 0.01)
+        f["has_mobile_banking"] |= moved & mb & (eng == 0)
+        stop = rng.random(n) < np.where(eng == 2, 0.7, 0.004)
+        f["has_payroll"] &= ~(moved & stop)
+        r = rng.random(n)
+        self.vas = (self.vas | (moved & (eng == 0) & (r < 0.005 * (1 + (tier >= 2))))) & ~(
+            moved & (eng >= 1) & (r > 0.97)
+        )
+        self.mortgage *= 0.995
+        self.consumer_loan *= 0.97
+        new_consumer = moved & (rng.random(n) < 0.002)
+        self.consumer_loan = np.where(
+            new_consumer, rng.lognormal(np.log(30_000), 0.7, size=n), self.consumer_loan
+        )
+        self.exit_idx = np.where(exits, t, self.exit_idx)
+        # Who closes everything and who fades into dormancy: the potential tier drifts away.
+        p_dormant = np.array([0.8, 0.4, 0.1, 0.1, 0.1])[d["tier"]]
+        self.closed |= exits & (rng.random(n) >= p_dormant)
+        return exits
+
+    # --- month-end tables ----------------------------------------------------------------
+    def _snapshot(self, t: int, rows: np.ndarray) -> pa.Table:
+        """Observable month-end snapshot for customers `rows` (onboarded, not closed before t)."""
+        rng = self.rng
+        n = rows.size
+        eng = self.engagement[rows]
+        exited = self.exit_idx[rows] <= t
+        closing = exited & self.closed[rows]
+        dormant = exited & ~closing
+        live = ~exited
+        seg = self.seg[rows]
+        cal = self.cal[t]
+        aum = np.expm1(self.x[rows]).clip(0)
+        aum = np.where(dormant, rng.uniform(0, 99, size=n), aum)
+        aum = np.where(closing, 0.0, aum)
+        f = {k: v[rows] & live for k, v in self.flags.items()}
+        f["has_credit_card"] = (self.first_card_idx[rows] <= t) & live
+        grower_loan = (seg == GRO) & (cal >= 2) & (cal <= 9)
+        business = self.business_loan_size[rows] * np.where(seg == GRO, grower_loan, 1.0)
+        loans = {
+            "loan_mortgage": np.where(live, self.mortgage[rows], 0.0),
+            "loan_consumer": np.where(live & (self.consumer_loan[rows] > 500), self.consumer_loan[rows], 0.0),
+            "loan_business": np.where(live, business, 0.0),
+        }
+        f["has_loan"] = (loans["loan_mortgage"] + loans["loan_consumer"] + loans["loan_business"]) > 0
+        w = self.weights[rows] * np.column_stack(
+            [
+                np.ones(n),
+                f["has_time_deposit"],
+                f["has_wealth"] * (1 + 2 * (aum > 50_000)),
+                f["has_funds"],
+                f["has_insurance"],
+            ]
+        )
+        parts = _money(aum[:, None] * w / w.sum(axis=1, keepdims=True))
+        total = parts.sum(axis=1)
+        products = (1 + sum(v.astype(np.int8) for v in f.values())).astype(np.int8)
+        products = np.where(closing, 0, products).astype(np.int8)
+        payroll = np.where(
+            f["has_payroll"], self.income[rows] * (1 + PAYROLL_BONUS[cal] * 10) * rng.lognormal(0, 0.05, n), 0.0
+        )
+        delta = total - np.where(self.onboard_idx[rows] == t, 0.0, self.prev_aum[rows])
+        gross = aum * 0.03 * rng.lognormal(0.0, 0.8, size=n) * live
+        transfer_in = np.maximum(delta - payroll, 0.0) + gross
+        transfer_out = np.maximum(payroll - delta, 0.0) + gross
+        self.prev_aum[rows] = total
+        txn = np.where(live, 1 + rng.poisson(self.txn_base[rows] * TXN_MULT[eng]), 0)
+        txn_amount = txn * self.ticket[rows] * rng.lognormal(0.0, 0.3, size=n)
+        logins = np.where(
+            f["has_mobile_banking"], rng.poisson(self.login_base[rows] * LOGIN_MULT[eng]), 0
+        )
+        visits = np.where(live, rng.poisson(self.visit_base[rows] * (1 - 0.2 * eng)), 0)
+        care = self.rm_diligence[self.rm[rows]] * TIER_CARE[tier_index(aum)]
+        contacts = np.where(live, rng.poisson(care), 0)
+        vas_used = np.where(live & self.vas[rows], rng.poisson(1.3, size=n), 0)
+        complaints = np.where(live, rng.poisson(COMPLAINTS[eng]), 0)
+        ext_est = np.round(
+            np.exp(np.minimum(self.ext[rows], 25.0)) * self.ext_noise[rows]
+            * rng.lognormal(0.0, 0.05, size=n), -3
+        )
+        status = np.where(closing, 1, 0)
+        cols: dict[str, pa.Array] = {
+            "customer_id": pa.array(self.customer_id[rows]),
+            "status": _dict_array(status, ("open", "closed")),
+        }
+        for i, name in enumerate(
+            ("aum_current", "aum_time_deposit", "aum_wealth", "aum_funds", "aum_insurance")
+        ):
+            cols[name] = pa.array(parts[:, i])
+        cols["aum_total"] = pa.array(np.round(total, 2))
+        for name, v in loans.items():
+            cols[name] = pa.array(_money(v))
+        for name, v in f.items():
+            cols[name] = pa.array(v)
+        cols["products_held"] = pa.array(products)
+        cols["payroll_inflow"] = pa.array(_money(payroll))
+        cols["txn_count"] = pa.array(txn.astype(np.int32))
+        cols["txn_amount"] = pa.array(_money(txn_amount))
+        cols["transfer_in"] = pa.array(_money(transfer_in))
+        cols["transfer_out"] = pa.array(_money(transfer_out))
+        cols["digital_logins"] = pa.array(logins.astype(np.int16))
+        cols["branch_visits"] = pa.array(visits.astype(np.int16))
+        cols["rm_contacts"] = pa.array(contacts.astype(np.int16))
+        cols["vas_used"] = pa.array(vas_used.astype(np.int16))
+        cols["complaints"] = pa.array(complaints.astype(np.int16))
+        cols["external_assets_est"] = pa.array(np.maximum(ext_est, 0.0))
+        return pa.table(cols)
+
+    # --- cards ---------------------------------------------------------------------------
+    def _issue_cards(self, t: int, live: np.ndarray, d: dict[str, np.ndarray]) -> None:
+        """Cards issued during month t: asked-for cards and, some months, a bulk enrolment."""
+        rng, n = self.rng, self.x.size
+        no_card = live & (self.first_card_idx > t)
+        f = self.flags
+        p = 0.012 * (1 + 1.5 * f["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3))
+        asked = no_card & (rng.random(n) < p)
+        chan = np.where(
+            self.age < 40,
+            rng.choice([BRANCH, ONLINE, TELE], size=n, p=[0.25, 0.55, 0.20]),
+            rng.choice([BRANCH, ONLINE, TELE], size=n, p=[0.55, 0.15, 0.30]),
+        )
+        issue_day = self.month_starts[t] + rng.integers(0, 28, size=n)
+        holders = np.flatnonzero(asked)
+        chans = chan[holders]
+        days = issue_day[holders]
+        # Bulk corporate enrolment: a team signs up a whole company on one day.
+        if rng.random() < 0.25:
+            employers = np.unique(self.employer[self.employer >= 0])
+            if employers.size:
+                picked = rng.choice(employers, size=min(2, employers.size), replace=False)
+                bulk = np.flatnonzero(no_card & ~asked & np.isin(self.employer, picked))
+                holders = np.concatenate([holders, bulk])
+                chans = np.concatenate([chans, np.full(bulk.size, BULK)])
+                day = self.month_starts[t] + rng.integers(0, 28)
+                days = np.concatenate([days, np.full(bulk.size, day)])
+        self._add_cards(t, holders, chans, days, d)
+
+    def _add_cards(self, t, holders, chans, days, d) -> None:
+        rng = self.rng
+        k = holders.size
+        if k == 0:
+            return
+        f = self.flags
+        tier = d["tier"][holders]
+        age = self.age[holders]
+        propensity = (
+            ACTIVATION_BASE[chans]
+            + 0.8 * f["has_payroll"][holders]
+            + 0.5 * f["has_mobile_banking"][holders]
+            + 0.25 * np.log1p(self.login_base[holders] * f["has_mobile_banking"][holders])
+            + 0.15 * (self._products()[holders] - 3)
+            - 0.02 * np.clip(age - 35, 0, None)
+            - 0.6 * (self.engagement[holders] >= 1)
+        )
+        pi = expit(propensity)
+        delay_mean = FIRST_USE_DELAY[chans] * np.where(tier >= 2, 0.8, 1.0)
+        used = rng.random(k) < pi
+        delay = np.ceil(rng.exponential(delay_mean)).astype(int)
+        first_use = np.where(used, days + delay, np.datetime64("NaT"))
+        product = np.where(
+            age < 28,
+            CARD_PRODUCTS.index("youth"),
+            np.where(
+                age >= 60,
+                CARD_PRODUCTS.index("senior"),
+                np.select([tier >= 3, tier == 2], [2, 1], 0),
+            ),
+        )
+        limit = np.round(
+            np.array([10_000, 30_000, 100_000, 8_000, 10_000])[product]
+            * rng.lognormal(0.0, 0.3, size=k), -3
+        ).clip(1000)
+        self.card_parts.append(
+            {
+                "card_id": np.arange(self.n_cards, self.n_cards + k) + 9_000_001,
+                "holder": holders,
+                "issue_date": days.astype("datetime64[D]"),
+                "issue_idx": np.full(k, t),
+                "channel": chans.astype(np.int8),
+                "product": product.astype(np.int8),
+                "credit_limit": limit.astype(float),
+                "first_use_date": first_use.astype("datetime64[D]"),
+                "use_rate": rng.beta(3.0, 2.0, size=k) * np.where(chans == BULK, 0.5, 1.0),
+            }
+        )
+        self.n_cards += k
+        self.first_card_idx[holders] = np.minimum(self.first_card_idx[holders], t)
+        if t >= 0:
+            month_end = self.month_ends[t]
+            elapsed = (month_end - days).astype(int)
+            unused = ~(first_use <= month_end)
+            mean = delay_mean
+            f_a = 1 - np.exp(-elapsed / mean)
+            f_b = 1 - np.exp(-(elapsed + ACTIVATION_WINDOW_DAYS) / mean)
+            p = pi * (f_b - f_a) / (1 - pi * f_a)
+            self.card_truth_parts.append(
+                pd.DataFrame(
+                    {
+                        "card_id": self.card_parts[-1]["card_id"][unused],
+                        "as_of": pd.to_datetime(np.full(unused.sum(), month_end)),
+                        "p_activate_30d": p[unused].astype(np.float32),
+                    }
+                )
+            )
+
+    def _initial_cards(self, d: dict[str, np.ndarray]) -> None:
+        """Cards held before the book starts, issued between onboarding and month 0."""
+        rng, n = self.rng, self.x.size
+        pre = self.onboard_idx < 0
+        p = 0.25 * (1 + self.flags["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3)) / 2
+        holders = np.flatnonzero(pre & (rng.random(n) < p))
+        start = self.onboard_date[holders]
+        span = (self.month_starts[0] - start).astype(int).clip(1)
+        days = start + (rng.random(holders.size) * span).astype(int)
+        chans = rng.choice(4, size=holders.size, p=[0.45, 0.3, 0.15, 0.10])
+        self._add_cards(-1, holders, chans, days, d)
+
+    def _card_spend(self, t: int, live: np.ndarray) -> pa.Table:
+        c = self.cards_now
+        month_end = self.month_ends[t]
+        active = (c["first_use_date"] <= month_end) & live[c["holder"]]
+        first_month = (c["first_use_date"] >= self.month_starts[t]) & active
+        eng = self.engagement[c["holder"]]
+        p = c["use_rate"] * CARD_USE_MULT[eng]
+        used = active & ((self.rng.random(p.size) < p) | first_month)
+        k = int(used.sum())
+        txn = 1 + self.rng.poisson(4.0 * c["use_rate"][used])
+        amount = txn * self.rng.lognormal(np.log(250.0), 0.6, size=k)
+        return pa.table(
+            {
+                "card_id": pa.array(c["card_id"][used]),
+                "txn_count": pa.array(txn.astype(np.int16)),
+                "amount": pa.array(_money(amount)),
+            }
+        )
+
+    def _stack_cards(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([p[k] for p in self.card_parts]) for k in self.card_parts[0]}
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self, out: Path, progress: Callable[[int, int], None] | None = None) -> dict:
+        m = len(self.months)
+        rows_total = 0
+        d0 = self._drivers(0, self.onboard_idx <= 0)
+        self._initial_cards(d0)
+        d = d0
+        # Parquet encoding releases the GIL: one writer thread overlaps it with the next
+        # month's simulation. At most one month waits to be written.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for t in range(m):
+                onboarded = self.onboard_idx <= t
+                if t > 0:
+                    live_prev = (self.onboard_idx <= t - 1) & (self.exit_idx > t - 1)
+                    self._step(t, d, live_prev)
+                live = onboarded & (self.exit_idx > t)
+                d = self._drivers(t, live)
+                self._issue_cards(t, live, d)
+                self.cards_now = self._stack_cards()
+                present = onboarded & ~((self.exit_idx < t) & self.closed)
+                rows = np.flatnonzero(present)
+                month = self.months[t]
+                tables = [
+                    (self._snapshot(t, rows), io.monthly_path(out, "snapshots", month)),
+                    (self._card_spend(t, live), io.monthly_path(out, "card_spend", month)),
+                    (self._truth(t, d, live), io.truth_monthly_path(out, month)),
+                ]
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_all, tables)
+                rows_total += rows.size
+                if progress:
+                    progress(t + 1, m)
+            if pending is not None:
+                pending.result()
+        self._write_static(out)
+        meta = {
+            "generator": GENERATOR,
+            "generator_version": __version__,
+            **asdict(self.spec),
+            "months": self.months,
+            "start_month": self.months[0],
+            "snapshot_rows": int(rows_total),
+            "cards": int(self.n_cards),
+            "shock": None,
+        }
+        (out / io.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return meta
+
+    def _write_static(self, out: Path) -> None:
+        io.write_parquet(self.branches, out / "branches.parquet")
+        io.write_parquet(self.rms, out / "rms.parquet")
+        customers = pa.table(
+            {
+                "customer_id": pa.array(self.customer_id),
+                "segment": _dict_array(self.seg, SEGMENTS),
+                "birth_year": pa.array(self.birth_year),
+                "gender": _dict_array(self.gender, ("F", "M")),
+                "region": _dict_array(self.branch_region[self.branch], REGIONS),
+                "branch_id": pa.array((self.branch + 1).astype(np.int32)),
+                "rm_id": pa.array((self.rm + 1).astype(np.int32)),
+                "onboard_date": _date_array(self.onboard_date),
+                "onboard_channel": _dict_array(self.channel, ONBOARD_CHANNELS),
+                "payroll_enrolled": pa.array(self.payroll_enrolled),
+            }
+        )
+        io.write_parquet(customers, out / "customers.parquet")
+        rel = pa.table(
+            {
+                "customer_id": pa.array(self.customer_id[self.rel_src]),
+                "related_customer_id": pa.array(self.customer_id[self.rel_dst]),
+                "kind": _dict_array(self.rel_kind, RELATIONSHIP_KINDS),
+                "since": _date_array(self.rel_since),
+            }
+        )
+        io.write_parquet(rel.sort_by([("customer_id", "ascending"), ("related_customer_id", "ascending")]), out / "relationships.parquet")
+        c = self.cards_now
+        end = self.month_ends[-1]
+        # A first use after the book's last month-end, or after the holder attrited, is not
+        # known to the bank: it stays empty.
+        holder_exit = np.where(
+            self.exit_idx[c["holder"]] < len(self.months),
+            self.month_ends[np.minimum(self.exit_idx[c["holder"]], len(self.months) - 1)],
+            np.datetime64("NaT"),
+        )
+        first_use = c["first_use_date"]
+        unknown = (first_use > end) | (holder_exit < first_use)
+        first_use = np.where(unknown, np.datetime64("NaT"), first_use)
+        cards = pa.table(
+            {
+                "card_id": pa.array(c["card_id"].astype(np.int64)),
+                "customer_id": pa.array(self.customer_id[c["holder"]]),
+                "issue_date": _date_array(c["issue_date"]),
+                "channel": _dict_array(c["channel"], CARD_CHANNELS),
+                "product": _dict_array(c["product"], CARD_PRODUCTS),
+                "credit_limit": pa.array(c["credit_limit"]),
+                "first_use_date": _date_array(first_use.astype("datetime64[D]")),
+            }
+        )
+        io.write_parquet(cards, out / "cards.parquet")
+        truth_cards = pd.concat(self.card_truth_parts, ignore_index=True)
+        io.write_parquet(truth_cards, out / io.TRUTH_DIR / "cards.parquet")
+
+
+def _write_all(tables: list[tuple[pa.Table | pd.DataFrame, Path]]) -> None:
+    for table, path in tables:
+        io.write_parquet(table, path)
+
+
+def generate_book(
+    spec: BookSpec,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Generate a book into `out`, published atomically. Returns its metadata (book.json)."""
+    if spec.customers < 100:
+        raise ValueError("a book needs at least 100 customers")
+    if not 4 <= spec.months <= 120:
+        raise ValueError("months must be between 4 and 120")
+    with io.publishing(Path(out), replace=force) as tmp:
+        meta = _Simulation(spec).run(tmp, progress)
+    return meta

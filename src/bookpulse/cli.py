@@ -1,0 +1,236 @@
+"""The `bookpulse` command. It parses arguments, calls the package's functions and prints."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bookpulse.book.io import BookError, read_meta
+
+app = typer.Typer(
+    help="bookpulse: churn, tier-upgrade and card-activation scores for a retail bank's book.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+book_app = typer.Typer(
+    help="Make, check and describe a book (the bank's customer data).", no_args_is_help=True
+)
+app.add_typer(book_app, name="book")
+console = Console()
+err = Console(stderr=True)
+
+DEMO_CUSTOMERS = 20_000
+DEMO_MONTHS = 24
+DEMO_SEED = 42
+
+
+def _last_complete_month() -> str:
+    return str(pd.Timestamp.today().to_period("M") - 1)
+
+
+def _month(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise typer.BadParameter(f"{value!r} is not a month: write it as YYYY-MM, e.g. 2026-10")
+    return value
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _settings():
+    from bookpulse.config import get_settings
+
+    return get_settings()
+
+
+def _generate(customers: int, months: int, seed: int, end_month: str, out: Path, force: bool):
+    from bookpulse.book.simulate import BookSpec, generate_book
+
+    spec = BookSpec(customers=customers, months=months, seed=seed, end_month=end_month)
+    with Progress(
+        TextColumn("[bold]generating book"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("months"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("months", total=months)
+        started = time.perf_counter()
+        meta = generate_book(
+            spec, out, force=force, progress=lambda done, _: bar.update(task, completed=done)
+        )
+    seconds = time.perf_counter() - started
+    console.print(
+        f"[green]book written[/] to {out}: {customers:,} customers x {months} months "
+        f"({meta['start_month']} .. {meta['end_month']}), {meta['snapshot_rows']:,} snapshot rows, "
+        f"{meta['cards']:,} cards, in {seconds:.1f} s"
+    )
+    return meta
+
+
+@book_app.command("generate")
+def book_generate(
+    customers: Annotated[int, typer.Option(min=100, help="Customers in the book.")] = 20_000,
+    months: Annotated[int, typer.Option(min=4, max=120, help="Month-ends to simulate.")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 42,
+    end_month: Annotated[
+        str | None,
+        typer.Option(callback=_month, help="Last month-end in the book, YYYY-MM "
+                     "[default: the last complete month]."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing book at --out.")] = False,
+) -> None:
+    """Generate a synthetic retail book: customers, month-end snapshots, cards, spend,
+    relationships, branches and RMs, plus the simulator's true probabilities under truth/."""
+    out = out or _settings().book_dir
+    try:
+        _generate(customers, months, seed, end_month or _last_complete_month(), out, force)
+    except (BookError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@book_app.command("validate")
+def book_validate(
+    book: Annotated[
+        Path | None, typer.Argument(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+) -> None:
+    """Check every table of a book against its schema; list every problem found.
+
+    Exits 0 when the book is valid and 1 when it has problems."""
+    from bookpulse.book.validate import format_problems, validate_book
+
+    book = book or _settings().book_dir
+    with console.status(f"validating {book}"):
+        problems = validate_book(book)
+    if problems:
+        console.print(format_problems(problems))
+        err.print(f"[bold red]{len(problems)} problem(s)[/] in {book}: fix them before using it.")
+        raise typer.Exit(1)
+    console.print(f"[green]valid:[/] {book} passes every schema and cross-table check")
+
+
+@book_app.command("summary")
+def book_summary(
+    book: Annotated[
+        Path | None, typer.Argument(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+) -> None:
+    """Tier, segment and product mixes, event rates and the ceiling AUCs of a generated book."""
+    book = book or _settings().book_dir
+    try:
+        _print_summary(book)
+    except BookError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _print_summary(book: Path) -> None:
+    from bookpulse.book.summary import summarize
+
+    with console.status("summarising the book"):
+        s = summarize(book)
+    meta = s.meta
+    console.print(
+        f"\n[bold]Book[/] {book}: {meta['customers']:,} customers, {meta['start_month']} .. "
+        f"{meta['end_month']}, seed {meta['seed']}; {s.active_customers:,} active at "
+        f"{meta['end_month']}"
+    )
+    mixes = Table(title=f"Mix of active customers at {meta['end_month']}", show_lines=False)
+    mixes.add_column("tier")
+    mixes.add_column("share", justify="right")
+    mixes.add_column("segment")
+    mixes.add_column("share", justify="right")
+    mixes.add_column("product lines")
+    mixes.add_column("share", justify="right")
+    mixes.add_column("3m churn", justify="right")
+    tiers, segs, prods = list(s.tier_mix.items()), list(s.segment_mix.items()), list(
+        s.products_mix.items()
+    )
+    for i in range(max(len(tiers), len(segs), len(prods))):
+        t = tiers[i] if i < len(tiers) else ("", None)
+        g = segs[i] if i < len(segs) else ("", None)
+        p = prods[i] if i < len(prods) else ("", None)
+        churn = s.churn_by_products.get(p[0].rstrip("+"), None) if p[0] else None
+        mixes.add_row(
+            t[0], _pct(t[1]) if t[1] is not None else "",
+            g[0], _pct(g[1]) if g[1] is not None else "",
+            p[0], _pct(p[1]) if p[1] is not None else "",
+            _pct(churn) if churn is not None else "",
+        )
+    console.print(mixes)
+    events = Table(title="Events over the labelled months (realised) and the ceiling")
+    events.add_column("target")
+    events.add_column("labelled rows", justify="right")
+    events.add_column("months", justify="right")
+    events.add_column("event rate", justify="right")
+    events.add_column("ceiling AUC", justify="right")
+    events.add_column("by group")
+    names = {
+        "churn": "churn within 3 months",
+        "tier_upgrade": "tier upgrade within 3 months",
+        "card_activation": "card first use within 30 days",
+    }
+    for key, t in s.targets.items():
+        groups = ", ".join(f"{k} {_pct(v)}" for k, v in t.by_group.items())
+        events.add_row(
+            names[key], f"{t.rows:,}", str(t.months), _pct(t.rate), f"{t.ceiling_auc:.3f}", groups
+        )
+    console.print(events)
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
+    under $BOOKPULSE_HOME (default ./data), validated and summarised."""
+    from bookpulse.book.validate import format_problems, validate_book
+
+    settings = _settings()
+    book = settings.book_dir
+    end_month = _last_complete_month()
+    wanted = {"customers": DEMO_CUSTOMERS, "months": DEMO_MONTHS, "seed": DEMO_SEED,
+              "end_month": end_month}
+    try:
+        meta = read_meta(book) if book.exists() else None
+    except BookError:
+        meta = None
+    if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
+        console.print(f"[green]reusing[/] the demo book at {book} (same size, seed and months)")
+    else:
+        if meta is not None or (book.exists() and any(book.iterdir())):
+            console.print(f"[yellow]replacing[/] the book at {book} with the demo book")
+        try:
+            _generate(DEMO_CUSTOMERS, DEMO_MONTHS, DEMO_SEED, end_month, book, force=True)
+        except (BookError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+    with console.status("validating the book"):
+        problems = validate_book(book)
+    if problems:
+        console.print(format_problems(problems))
+        raise _fail(f"the demo book has {len(problems)} problem(s)")
+    console.print("[green]valid:[/] the book passes every schema and cross-table check")
+    _print_summary(book)
+
+
+if __name__ == "__main__":
+    app()
