@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint  ## ruff, then the whole test suite
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadfile -q
 
 bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
 	$(BIN)/python benchmarks/generate_book.py

@@ -86,11 +86,15 @@ def _generate(customers: int, months: int, seed: int, end_month: str, out: Path,
 def book_generate(
     customers: Annotated[int, typer.Option(min=100, help="Customers in the book.")] = 20_000,
     months: Annotated[int, typer.Option(min=4, max=120, help="Month-ends to simulate.")] = 24,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives identical files.")
+    ] = 42,
     end_month: Annotated[
         str | None,
-        typer.Option(callback=_month, help="Last month-end in the book, YYYY-MM "
-                     "[default: the last complete month]."),
+        typer.Option(
+            callback=_month,
+            help="Last month-end in the book, YYYY-MM [default: the last complete month].",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
@@ -164,8 +168,10 @@ def _print_summary(book: Path) -> None:
     mixes.add_column("product lines")
     mixes.add_column("share", justify="right")
     mixes.add_column("3m churn", justify="right")
-    tiers, segs, prods = list(s.tier_mix.items()), list(s.segment_mix.items()), list(
-        s.products_mix.items()
+    tiers, segs, prods = (
+        list(s.tier_mix.items()),
+        list(s.segment_mix.items()),
+        list(s.products_mix.items()),
     )
     for i in range(max(len(tiers), len(segs), len(prods))):
         t = tiers[i] if i < len(tiers) else ("", None)
@@ -173,9 +179,12 @@ def _print_summary(book: Path) -> None:
         p = prods[i] if i < len(prods) else ("", None)
         churn = s.churn_by_products.get(p[0].rstrip("+"), None) if p[0] else None
         mixes.add_row(
-            t[0], _pct(t[1]) if t[1] is not None else "",
-            g[0], _pct(g[1]) if g[1] is not None else "",
-            p[0], _pct(p[1]) if p[1] is not None else "",
+            t[0],
+            _pct(t[1]) if t[1] is not None else "",
+            g[0],
+            _pct(g[1]) if g[1] is not None else "",
+            p[0],
+            _pct(p[1]) if p[1] is not None else "",
             _pct(churn) if churn is not None else "",
         )
     console.print(mixes)
@@ -208,12 +217,18 @@ def demo() -> None:
     settings = _settings()
     book = settings.book_dir
     end_month = _last_complete_month()
-    wanted = {"customers": DEMO_CUSTOMERS, "months": DEMO_MONTHS, "seed": DEMO_SEED,
-              "end_month": end_month}
+    wanted = {
+        "customers": DEMO_CUSTOMERS,
+        "seed": DEMO_SEED,
+        "end_month": end_month,
+        "month_count": DEMO_MONTHS,
+    }
     try:
         meta = read_meta(book) if book.exists() else None
     except BookError:
         meta = None
+    if meta is not None:
+        meta = {**meta, "month_count": len(meta.get("months", []))}
     if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
         console.print(f"[green]reusing[/] the demo book at {book} (same size, seed and months)")
     else:

@@ -181,8 +181,10 @@ class _Simulation:
             {
                 "branch_id": pa.array(np.arange(1, nb + 1, dtype=np.int32)),
                 "branch_name": pa.array(
-                    [f"{REGIONS[r].title()} {AREA_TYPES[a]} branch {i + 1:03d}"
-                     for i, (r, a) in enumerate(zip(self.branch_region, area, strict=True))]
+                    [
+                        f"{REGIONS[r].title()} {AREA_TYPES[a]} branch {i + 1:03d}"
+                        for i, (r, a) in enumerate(zip(self.branch_region, area, strict=True))
+                    ]
                 ),
                 "region": _dict_array(self.branch_region, REGIONS),
                 "area_type": _dict_array(area, AREA_TYPES),
@@ -256,7 +258,8 @@ class _Simulation:
         self.loyalty = rng.normal(0.0, 0.35, size=n)
         self.consolidate_fraction = rng.beta(2.0, 4.0, size=n)
         self.income = np.where(
-            self.payroll_enrolled, rng.lognormal(np.log(7000), 0.5, size=n) * (1 + 2 * (seg == BO)),
+            self.payroll_enrolled,
+            rng.lognormal(np.log(7000), 0.5, size=n) * (1 + 2 * (seg == BO)),
             0.0,
         )
         self.ext_noise = rng.lognormal(0.0, 0.3, size=n)
@@ -280,9 +283,7 @@ class _Simulation:
             members = mer[in_cluster]
             self.onboard_idx[members] = self.onboard_idx[lead[cl_id[in_cluster]]]
         month0 = pd.Period(self.months[0], freq="M")
-        first_day = _days(
-            [(month0 + int(k)).start_time for k in np.unique(self.onboard_idx)]
-        )
+        first_day = _days([(month0 + int(k)).start_time for k in np.unique(self.onboard_idx)])
         lookup = dict(zip(np.unique(self.onboard_idx), first_day, strict=True))
         start_day = np.array([lookup[k] for k in self.onboard_idx], dtype="datetime64[D]")
         day = rng.integers(0, 28, size=n)
@@ -357,7 +358,8 @@ class _Simulation:
         self.rel_kind = np.concatenate([k, k])
         self.rel_weight = np.array([1.0, 0.5, 0.7])[self.rel_kind]
         since = np.maximum(self.onboard_date[self.rel_src], self.onboard_date[self.rel_dst])
-        self.rel_since = since + np.tile(rng.integers(0, 60, size=lo.size), 2)
+        end = self.month_ends[-1]
+        self.rel_since = np.minimum(since + np.tile(rng.integers(0, 60, size=lo.size), 2), end)
 
     def _init_state(self) -> None:
         rng, n = self.rng, self.spec.customers
@@ -421,13 +423,18 @@ class _Simulation:
         gap = self.ext - self.x
         recent_exit = ((self.exit_idx <= t) & (self.exit_idx >= t - 2)).astype(float)
         contagion = np.bincount(
-            self.rel_src, weights=self.rel_weight * recent_exit[self.rel_dst],
+            self.rel_src,
+            weights=self.rel_weight * recent_exit[self.rel_dst],
             minlength=self.x.size,
         )
-        high_linked = np.bincount(
-            self.rel_src, weights=((tier[self.rel_dst] >= 3) & live[self.rel_dst]).astype(float),
-            minlength=self.x.size,
-        ) > 0
+        high_linked = (
+            np.bincount(
+                self.rel_src,
+                weights=((tier[self.rel_dst] >= 3) & live[self.rel_dst]).astype(float),
+                minlength=self.x.size,
+            )
+            > 0
+        )
         tenure = t - self.onboard_idx
         f = self.flags
         z = (
@@ -435,10 +442,10 @@ class _Simulation:
             - 1.30 * (products >= 4)
             - 0.50 * f["has_payroll"]
             - 0.45 * self.vas
-            - 0.35 * np.minimum(care, 2.0)
+            - 0.8 * np.minimum(care, 2.0)
             - 0.25 * f["has_mobile_banking"]
             + 0.35 * np.clip(gap - 1.0, 0.0, 4.0)
-            + 0.55 * np.minimum(contagion, 2.0)
+            + 1.2 * np.minimum(contagion, 2.0)
             + 0.50 * (tenure < 12)
             + 0.30 * (tier == 2)
             + 0.20 * (tier == 0)
@@ -512,8 +519,7 @@ class _Simulation:
         bound = np.log1p(TIER_LOWER_BOUNDS[np.minimum(tier, TOP_TIER - 1)])
         cal3 = (self.cal[t] + 3) % 12
         mean = (
-            self.mu[idx] + RHO**3 * self.u[idx] + SEASON[self.seg[idx], cal3] - 3 * SPENDING
-            - bound
+            self.mu[idx] + RHO**3 * self.u[idx] + SEASON[self.seg[idx], cal3] - 3 * SPENDING - bound
         )
         var = self.sigma[idx] ** 2 * (1 + RHO**2 + RHO**4)
         sd, sd_w = np.sqrt(var), np.sqrt(var + WINDFALL_SD**2)
@@ -628,10 +634,14 @@ class _Simulation:
         business = self.business_loan_size[rows] * np.where(seg == GRO, grower_loan, 1.0)
         loans = {
             "loan_mortgage": np.where(live, self.mortgage[rows], 0.0),
-            "loan_consumer": np.where(live & (self.consumer_loan[rows] > 500), self.consumer_loan[rows], 0.0),
+            "loan_consumer": np.where(
+                live & (self.consumer_loan[rows] > 500), self.consumer_loan[rows], 0.0
+            ),
             "loan_business": np.where(live, business, 0.0),
         }
-        f["has_loan"] = (loans["loan_mortgage"] + loans["loan_consumer"] + loans["loan_business"]) > 0
+        f["has_loan"] = (
+            loans["loan_mortgage"] + loans["loan_consumer"] + loans["loan_business"]
+        ) > 0
         w = self.weights[rows] * np.column_stack(
             [
                 np.ones(n),
@@ -646,7 +656,9 @@ class _Simulation:
         products = (1 + sum(v.astype(np.int8) for v in f.values())).astype(np.int8)
         products = np.where(closing, 0, products).astype(np.int8)
         payroll = np.where(
-            f["has_payroll"], self.income[rows] * (1 + PAYROLL_BONUS[cal] * 10) * rng.lognormal(0, 0.05, n), 0.0
+            f["has_payroll"],
+            self.income[rows] * (1 + PAYROLL_BONUS[cal] * 10) * rng.lognormal(0, 0.05, n),
+            0.0,
         )
         delta = total - np.where(self.onboard_idx[rows] == t, 0.0, self.prev_aum[rows])
         gross = aum * 0.03 * rng.lognormal(0.0, 0.8, size=n) * live
@@ -664,8 +676,10 @@ class _Simulation:
         vas_used = np.where(live & self.vas[rows], rng.poisson(1.3, size=n), 0)
         complaints = np.where(live, rng.poisson(COMPLAINTS[eng]), 0)
         ext_est = np.round(
-            np.exp(np.minimum(self.ext[rows], 25.0)) * self.ext_noise[rows]
-            * rng.lognormal(0.0, 0.05, size=n), -3
+            np.exp(np.minimum(self.ext[rows], 25.0))
+            * self.ext_noise[rows]
+            * rng.lognormal(0.0, 0.05, size=n),
+            -3,
         )
         status = np.where(closing, 1, 0)
         cols: dict[str, pa.Array] = {
@@ -708,7 +722,9 @@ class _Simulation:
             rng.choice([BRANCH, ONLINE, TELE], size=n, p=[0.25, 0.55, 0.20]),
             rng.choice([BRANCH, ONLINE, TELE], size=n, p=[0.55, 0.15, 0.30]),
         )
-        issue_day = self.month_starts[t] + rng.integers(0, 28, size=n)
+        issue_day = np.maximum(
+            self.month_starts[t] + rng.integers(0, 28, size=n), self.onboard_date
+        )
         holders = np.flatnonzero(asked)
         chans = chan[holders]
         days = issue_day[holders]
@@ -721,7 +737,7 @@ class _Simulation:
                 holders = np.concatenate([holders, bulk])
                 chans = np.concatenate([chans, np.full(bulk.size, BULK)])
                 day = self.month_starts[t] + rng.integers(0, 28)
-                days = np.concatenate([days, np.full(bulk.size, day)])
+                days = np.concatenate([days, np.maximum(day, self.onboard_date[bulk])])
         self._add_cards(t, holders, chans, days, d)
 
     def _add_cards(self, t, holders, chans, days, d) -> None:
@@ -757,7 +773,8 @@ class _Simulation:
         )
         limit = np.round(
             np.array([10_000, 30_000, 100_000, 8_000, 10_000])[product]
-            * rng.lognormal(0.0, 0.3, size=k), -3
+            * rng.lognormal(0.0, 0.3, size=k),
+            -3,
         ).clip(1000)
         self.card_parts.append(
             {
@@ -902,7 +919,10 @@ class _Simulation:
                 "since": _date_array(self.rel_since),
             }
         )
-        io.write_parquet(rel.sort_by([("customer_id", "ascending"), ("related_customer_id", "ascending")]), out / "relationships.parquet")
+        io.write_parquet(
+            rel.sort_by([("customer_id", "ascending"), ("related_customer_id", "ascending")]),
+            out / "relationships.parquet",
+        )
         c = self.cards_now
         end = self.month_ends[-1]
         # A first use after the book's last month-end, or after the holder attrited, is not

@@ -56,7 +56,9 @@ def summarize(book: Path) -> BookSummary:
     customers = io.read_static(book, "customers", ["customer_id", "segment"])
     seg_mix = (
         customers.loc[customers["customer_id"].isin(last["customer_id"]), "segment"]
-        .astype(str).value_counts(normalize=True).reindex(list(SEGMENTS), fill_value=0.0)
+        .astype(str)
+        .value_counts(normalize=True)
+        .reindex(list(SEGMENTS), fill_value=0.0)
     )
     prod = last["products_held"].clip(upper=6).map(lambda k: "6+" if k >= 6 else str(k))
     prod_mix = prod.value_counts(normalize=True).sort_index()
@@ -77,15 +79,19 @@ def summarize(book: Path) -> BookSummary:
     up = pd.concat(upgrade_rows, ignore_index=True)
     by_products = ch.groupby(ch["products_held"].clip(upper=6))["churned"].mean()
     targets["churn"] = TargetSummary(
-        rows=len(ch), rate=float(ch["churned"].mean()),
+        rows=len(ch),
+        rate=float(ch["churned"].mean()),
         ceiling_auc=_ceiling(ch["churned"].to_numpy(), ch["p_churn_3m"].to_numpy(float)),
         months=len(churn_rows),
-        by_group={"3 or fewer products": float(ch.loc[ch["products_held"] <= 3, "churned"].mean()),
-                  "4+ products": float(ch.loc[ch["products_held"] >= 4, "churned"].mean())},
+        by_group={
+            "3 or fewer products": float(ch.loc[ch["products_held"] <= 3, "churned"].mean()),
+            "4+ products": float(ch.loc[ch["products_held"] >= 4, "churned"].mean()),
+        },
     )
     by_tier = up.groupby("tier_at")["upgraded"].mean()
     targets["tier_upgrade"] = TargetSummary(
-        rows=len(up), rate=float(up["upgraded"].mean()),
+        rows=len(up),
+        rate=float(up["upgraded"].mean()),
         ceiling_auc=_ceiling(up["upgraded"].to_numpy(), up["p_upgrade_3m"].to_numpy(float)),
         months=len(upgrade_rows),
         by_group={f"from {TIERS[int(k)]}": float(v) for k, v in by_tier.items()},
@@ -101,7 +107,8 @@ def summarize(book: Path) -> BookSummary:
     ca = ca.merge(cards[["card_id", "channel"]], on="card_id")
     by_channel = ca.groupby(ca["channel"].astype(str))["activated"].mean()
     targets["card_activation"] = TargetSummary(
-        rows=len(ca), rate=float(ca["activated"].mean()),
+        rows=len(ca),
+        rate=float(ca["activated"].mean()),
         ceiling_auc=_ceiling(ca["activated"].to_numpy(), ca["p_activate_30d"].to_numpy(float)),
         months=len(card_rows),
         by_group={f"{k}": float(v) for k, v in by_channel.items()},
