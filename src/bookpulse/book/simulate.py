@@ -715,7 +715,7 @@ class _Simulation:
         rng, n = self.rng, self.x.size
         no_card = live & (self.first_card_idx > t)
         f = self.flags
-        p = 0.012 * (1 + 1.5 * f["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3))
+        p = 0.025 * (1 + 1.5 * f["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3))
         asked = no_card & (rng.random(n) < p)
         chan = np.where(
             self.age < 40,
@@ -729,10 +729,10 @@ class _Simulation:
         chans = chan[holders]
         days = issue_day[holders]
         # Bulk corporate enrolment: a team signs up a whole company on one day.
-        if rng.random() < 0.25:
+        if rng.random() < 0.4:
             employers = np.unique(self.employer[self.employer >= 0])
             if employers.size:
-                picked = rng.choice(employers, size=min(2, employers.size), replace=False)
+                picked = rng.choice(employers, size=min(3, employers.size), replace=False)
                 bulk = np.flatnonzero(no_card & ~asked & np.isin(self.employer, picked))
                 holders = np.concatenate([holders, bulk])
                 chans = np.concatenate([chans, np.full(bulk.size, BULK)])
