@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bookpulse import labels
 from bookpulse.book import io
@@ -283,3 +285,26 @@ def test_cards_first_use_never_precedes_issue(small_book: Path) -> None:
         "telemarketing",
         "bulk_corporate",
     }
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    customers=st.integers(min_value=100, max_value=700),
+    months=st.integers(min_value=4, max_value=7),
+    seed=st.integers(min_value=0, max_value=2**31),
+    end=st.sampled_from(["2025-01", "2025-12", "2026-02", "2026-10"]),
+)
+def test_any_small_book_is_valid_and_its_truth_is_a_probability(
+    tmp_path_factory, customers: int, months: int, seed: int, end: str
+) -> None:
+    from bookpulse.book.validate import validate_book
+
+    out = tmp_path_factory.mktemp("prop") / "book"
+    generate_book(BookSpec(customers=customers, months=months, seed=seed, end_month=end), out)
+    assert validate_book(out) == []
+    meta = io.read_meta(out)
+    truth = io.read_truth(out, meta["months"])
+    assert truth[["p_churn_3m"]].stack().between(0, 1).all()
+    assert truth["p_upgrade_3m"].dropna().between(0, 1).all()
+    cards = pd.read_parquet(out / io.TRUTH_DIR / "cards.parquet")
+    assert cards["p_activate_30d"].between(0, 1).all()

@@ -18,52 +18,36 @@ import pandas as pd
 import pandera.pandas as pa
 from pandas.api.types import is_string_dtype
 
-# --- allowed values -------------------------------------------------------------------------
-
-AREA_TYPES = ("urban", "county", "rural")
-SEGMENTS = ("business_owner", "elderly", "merchant", "women", "grower", "mass")
-GENDERS = ("F", "M")
-ONBOARD_CHANNELS = (
-    "branch",
-    "payroll_deal",
-    "referral",
-    "online",
-    "community_event",
-    "market_cluster",
-    "agri_program",
-    "club",
+from bookpulse.domain import (
+    AREA_TYPES,
+    AUM_PARTS,
+    CARD_CHANNELS,
+    CARD_PRODUCTS,
+    LOAN_PARTS,
+    ONBOARD_CHANNELS,
+    PRODUCT_FLAGS,
+    RELATIONSHIP_KINDS,
+    SEGMENTS,
 )
-RELATIONSHIP_KINDS = ("family", "friend", "business")
-CARD_CHANNELS = ("branch", "online", "telemarketing", "bulk_corporate")
-CARD_PRODUCTS = ("standard", "gold", "platinum", "youth", "senior")
+
+# --- allowed values (the vocabulary lives in bookpulse.domain) -----------------------------
+
+GENDERS = ("F", "M")
 ACCOUNT_STATUSES = ("open", "closed")
 
 BIRTH_YEARS = (1920, 2010)
 
 # --- snapshot column groups -----------------------------------------------------------------
 
-AUM_PARTS = ("aum_current", "aum_time_deposit", "aum_wealth", "aum_funds", "aum_insurance")
 MONEY_COLUMNS = (
     *AUM_PARTS,
     "aum_total",
-    "loan_mortgage",
-    "loan_consumer",
-    "loan_business",
+    *LOAN_PARTS,
     "payroll_inflow",
     "txn_amount",
     "transfer_in",
     "transfer_out",
     "external_assets_est",
-)
-PRODUCT_FLAGS = (
-    "has_time_deposit",
-    "has_wealth",
-    "has_funds",
-    "has_insurance",
-    "has_credit_card",
-    "has_mobile_banking",
-    "has_payroll",
-    "has_loan",
 )
 ACTIVITY_COUNTS = {
     "txn_count": "int32",
