@@ -19,18 +19,10 @@ from bookpulse.book.validate import (
     format_problems,
     validate_book,
 )
+from bookpulse.domain import PRODUCT_FLAGS
 
 MONTHS = ["2025-01", "2025-02"]
-FLAGS = [
-    "has_time_deposit",
-    "has_wealth",
-    "has_funds",
-    "has_insurance",
-    "has_credit_card",
-    "has_mobile_banking",
-    "has_payroll",
-    "has_loan",
-]
+FLAGS = list(PRODUCT_FLAGS)
 
 
 def _dates(*values: str | None) -> pd.Series:
