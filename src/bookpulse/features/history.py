@@ -1,0 +1,174 @@
+"""What the bank knew at a month-end: the book cut at T, and the customer-by-month panel.
+
+`read_frames` (I/O) reads only partitions dated in the window that ends at T and the static
+tables; `point_in_time` (pure) removes or blanks everything dated after T, whatever it is
+given; every feature function works on the `AsOf` that `as_of_view` builds from it. So a
+feature as of T cannot see data dated after T even when a caller hands it a whole book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bookpulse.book import io
+from bookpulse.domain import is_attrited
+
+HISTORY_MONTHS = 13  # T and the 12 month-ends before it: enough for 12-month changes
+
+# Snapshot columns read for every month of the window, and those read at T only.
+PANEL_COLUMNS = [
+    "status",
+    "aum_total",
+    "transfer_in",
+    "transfer_out",
+    "payroll_inflow",
+    "products_held",
+    "txn_count",
+    "txn_amount",
+    "digital_logins",
+    "branch_visits",
+    "rm_contacts",
+    "vas_used",
+    "complaints",
+]
+MONTH_END_COLUMNS = [
+    "aum_current",
+    "aum_time_deposit",
+    "aum_wealth",
+    "aum_funds",
+    "aum_insurance",
+    "loan_mortgage",
+    "loan_consumer",
+    "loan_business",
+    "has_time_deposit",
+    "has_wealth",
+    "has_funds",
+    "has_insurance",
+    "has_credit_card",
+    "has_mobile_banking",
+    "has_payroll",
+    "has_loan",
+    "external_assets_est",
+]
+
+
+@dataclass(frozen=True)
+class BookFrames:
+    """Book tables in memory. `snapshots` and `card_spend` carry a `month` column."""
+
+    customers: pd.DataFrame
+    snapshots: pd.DataFrame
+    cards: pd.DataFrame
+    card_spend: pd.DataFrame
+    relationships: pd.DataFrame
+    branches: pd.DataFrame
+
+
+def window_months(as_of: str, months: int = HISTORY_MONTHS) -> list[str]:
+    end = pd.Period(as_of, freq="M")
+    return [str(p) for p in pd.period_range(end - (months - 1), end, freq="M")]
+
+
+def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFrames:
+    """Read what features as of `as_of` may use: the window's partitions and static tables.
+
+    Month T's snapshot is read whole; earlier months only the panel's columns."""
+    meta = io.read_meta(book)
+    as_of = io.month_key(as_of)
+    if as_of not in meta["months"]:
+        raise io.BookError(
+            f"{as_of} is not a month of the book at {book} "
+            f"({meta['months'][0]} .. {meta['months'][-1]})"
+        )
+    wanted = [m for m in window_months(as_of, months) if m in meta["months"]]
+    earlier = wanted[:-1]
+    snap_t = io.read_monthly(
+        book, "snapshots", [as_of], ["customer_id", *PANEL_COLUMNS, *MONTH_END_COLUMNS]
+    )
+    parts = [snap_t]
+    if earlier:
+        parts.insert(0, io.read_monthly(book, "snapshots", earlier, ["customer_id", *PANEL_COLUMNS]))
+    snapshots = pd.concat(parts, ignore_index=True)
+    spend = io.read_monthly(book, "card_spend", wanted[-3:])
+    frames = BookFrames(
+        customers=io.read_static(book, "customers"),
+        snapshots=snapshots,
+        cards=io.read_static(book, "cards"),
+        card_spend=spend,
+        relationships=io.read_static(book, "relationships"),
+        branches=io.read_static(book, "branches", ["branch_id", "area_type"]),
+    )
+    return point_in_time(frames, as_of)
+
+
+def point_in_time(frames: BookFrames, as_of: str | pd.Timestamp) -> BookFrames:
+    """The book as the bank knew it at month-end `as_of`: nothing dated after it survives."""
+    t = io.month_end(as_of)
+    cards = frames.cards.loc[frames.cards["issue_date"] <= t].copy()
+    cards["first_use_date"] = cards["first_use_date"].where(cards["first_use_date"] <= t)
+    return replace(
+        frames,
+        customers=frames.customers.loc[frames.customers["onboard_date"] <= t],
+        snapshots=frames.snapshots.loc[frames.snapshots["month"] <= t],
+        cards=cards,
+        card_spend=frames.card_spend.loc[frames.card_spend["month"] <= t],
+        relationships=frames.relationships.loc[frames.relationships["since"] <= t],
+    )
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """Everything a feature function needs for month-end `t`.
+
+    `ids` are the customers active at T (open and not dormant), in a fixed order; `panel`
+    maps each panel column to an (n customers, HISTORY_MONTHS) float array whose last column
+    is T and whose earlier columns go back a month each (NaN where there was no row);
+    `at_t` is month T's snapshot row for each customer, in the same order."""
+
+    t: pd.Timestamp
+    ids: np.ndarray
+    panel: dict[str, np.ndarray]
+    at_t: pd.DataFrame
+    frames: BookFrames
+
+    def col(self, name: str, months_back: int = 0) -> np.ndarray:
+        """A panel column `months_back` month-ends before T."""
+        return self.panel[name][:, HISTORY_MONTHS - 1 - months_back]
+
+    def last(self, name: str, months: int) -> np.ndarray:
+        """The panel column over the last `months` month-ends up to T: (n, months)."""
+        return self.panel[name][:, HISTORY_MONTHS - months :]
+
+
+def as_of_view(frames: BookFrames, as_of: str | pd.Timestamp) -> AsOf:
+    """Cut the book at `as_of` and lay out the customer-by-month panel."""
+    t = io.month_end(as_of)
+    frames = point_in_time(frames, t)
+    snaps = frames.snapshots
+    at_t = snaps.loc[snaps["month"] == t]
+    active = ~is_attrited(
+        at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
+    )
+    at_t = at_t.loc[active].sort_values("customer_id").reset_index(drop=True)
+    ids = at_t["customer_id"].to_numpy()
+    start = t.to_period("M") - (HISTORY_MONTHS - 1)
+    window = snaps.loc[snaps["month"] >= io.month_end(start.to_timestamp())]
+    rows = pd.Index(ids).get_indexer(window["customer_id"].to_numpy())
+    month = window["month"]
+    cols = ((month.dt.year * 12 + month.dt.month) - (start.year * 12 + start.month)).to_numpy()
+    keep = rows >= 0
+    rows, cols = rows[keep], cols[keep]
+    panel: dict[str, np.ndarray] = {}
+    for name in PANEL_COLUMNS:
+        if name == "status":
+            values = (window["status"].astype(str) == "open").to_numpy(np.float32)
+        else:
+            values = window[name].to_numpy(np.float64)
+        arr = np.full((ids.size, HISTORY_MONTHS), np.nan)
+        arr[rows, cols] = values[keep]
+        panel[name] = arr
+    return AsOf(t=t, ids=ids, panel=panel, at_t=at_t, frames=frames)

@@ -1,0 +1,81 @@
+"""Relationship circles: linked customers' tiers, wealth and recent attrition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bookpulse.domain import is_attrited, tier_index
+from bookpulse.features._util import f32
+from bookpulse.features.history import AsOf
+
+
+def _recently_attrited(snaps: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
+    """Customers who attrited in (T-3 months, T]: an attrited row in that window and none before."""
+    recent = snaps.loc[snaps["month"] > t - pd.offsets.MonthEnd(3)]
+    gone = is_attrited(
+        recent["status"], recent["aum_total"], recent["txn_count"], recent["digital_logins"]
+    )
+    earlier = snaps.loc[snaps["month"] == t - pd.offsets.MonthEnd(3)]
+    gone_before = earlier.loc[
+        is_attrited(
+            earlier["status"], earlier["aum_total"], earlier["txn_count"], earlier["digital_logins"]
+        ),
+        "customer_id",
+    ]
+    ids = recent.loc[gone, "customer_id"].unique()
+    return np.setdiff1d(ids, gone_before.to_numpy())
+
+
+def compute(v: AsOf) -> pd.DataFrame:
+    rel = v.frames.relationships
+    rel = rel.loc[rel["customer_id"].isin(v.ids)]
+    snaps = v.frames.snapshots
+    at_t = snaps.loc[snaps["month"] == v.t, ["customer_id", "status", "aum_total",
+                                             "txn_count", "digital_logins"]]
+    active_t = ~is_attrited(
+        at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
+    )
+    linked_aum = pd.Series(
+        at_t["aum_total"].to_numpy(float)[active_t], index=at_t["customer_id"].to_numpy()[active_t]
+    )
+    aum = linked_aum.reindex(rel["related_customer_id"].to_numpy()).to_numpy()
+    tier = np.where(np.isnan(aum), np.nan, tier_index(np.nan_to_num(aum)))
+    gone = np.isin(rel["related_customer_id"].to_numpy(), _recently_attrited(snaps, v.t))
+    kind = rel["kind"].astype(str).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "customer_id": rel["customer_id"].to_numpy(),
+            "family": kind == "family",
+            "friend": kind == "friend",
+            "business": kind == "business",
+            "active": ~np.isnan(aum),
+            "tier": tier,
+            "high_end": tier >= 3,
+            "log_aum": np.log1p(aum),
+            "gone": gone,
+        }
+    )
+    g = frame.groupby("customer_id")
+    agg = pd.DataFrame(
+        {
+            "links_total": g.size(),
+            "links_family": g["family"].sum(),
+            "links_friend": g["friend"].sum(),
+            "links_business": g["business"].sum(),
+            "linked_active": g["active"].sum(),
+            "linked_max_tier": g["tier"].max(),
+            "linked_high_end": g["high_end"].sum(),
+            "linked_aum_log_mean": g["log_aum"].mean(),
+            "linked_attrited_3m": g["gone"].sum(),
+        }
+    ).reindex(v.ids)
+    counts = [c for c in agg.columns if c not in ("linked_max_tier", "linked_aum_log_mean")]
+    out = {c: agg[c].fillna(0).to_numpy(np.int16) for c in counts}
+    out["linked_max_tier"] = f32(agg["linked_max_tier"])
+    out["linked_aum_log_mean"] = f32(agg["linked_aum_log_mean"])
+    order = [
+        "links_total", "links_family", "links_friend", "links_business", "linked_active",
+        "linked_max_tier", "linked_high_end", "linked_aum_log_mean", "linked_attrited_3m",
+    ]
+    return pd.DataFrame({k: out[k] for k in order})
