@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +15,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKPULSE_", env_file=".env", extra="ignore")
 
     home: Path = Path("data")
+    specs_root: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parents[2],
+        description="folder holding features/ and models/ (the project root by default)",
+    )
 
     @cached_property
     def book_dir(self) -> Path:

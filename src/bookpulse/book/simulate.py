@@ -73,10 +73,10 @@ LOG_WEALTH_MEAN = np.array([12.4, 10.8, 10.9, 10.1, 9.7, 9.6])  # household weal
 SHARE_OF_WALLET_MEAN = np.array([0.22, 0.55, 0.35, 0.35, 0.50, 0.32])
 VOLATILITY = np.array([0.12, 0.07, 0.20, 0.09, 0.13, 0.10])  # monthly sd of log AUM
 PAYROLL_RATE = np.array([0.30, 0.05, 0.05, 0.40, 0.02, 0.45])
-LOGINS_PER_MONTH = np.array([8.0, 2.0, 9.0, 10.0, 3.0, 12.0])
+LOGINS_PER_MONTH = np.array([16.0, 4.0, 18.0, 20.0, 6.0, 24.0])
 MOBILE_BANKING_RATE = np.array([0.80, 0.35, 0.75, 0.80, 0.45, 0.80])
 BRANCH_VISITS = np.array([0.3, 1.5, 1.0, 0.4, 0.8, 0.3])
-TXN_PER_MONTH = np.array([20.0, 6.0, 30.0, 14.0, 8.0, 12.0])
+TXN_PER_MONTH = np.array([60.0, 18.0, 90.0, 42.0, 24.0, 36.0])
 LOAN_RATE = np.array([0.35, 0.03, 0.40, 0.15, 0.05, 0.15])
 SEGMENT_CHURN = np.array([0.15, -0.35, 0.20, 0.0, -0.10, 0.0])
 # Seasonal component of log AUM by calendar month (Jan..Dec), per segment.
@@ -87,25 +87,29 @@ SEASON -= SEASON.mean(axis=1, keepdims=True)
 PAYROLL_BONUS = np.array([0.06, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.06])
 
 RHO = 0.85  # AR(1) persistence of the log-AUM wobble
+LOYALTY_SD = 0.2  # hidden loyalty, on the logit of cooling
 DRAIN = 0.35  # log AUM leaving each month a customer is in the leaving state
+DRAIN_COOLING = 0.0  # and in the cooling state
 TIER_CARE = np.array([0.05, 0.15, 0.5, 1.2, 2.5])  # RM contacts per month by tier
 # Engagement chain: 0 engaged, 1 cooling, 2 leaving; attrition absorbs.
 CHURN_BASE = -3.1  # logit of P(engaged -> cooling) for a driver score of 0
-LEAVE_BASE = logit(0.30)  # logit of P(cooling -> leaving)
-RECOVER_COOLING = 0.30
-RECOVER_LEAVING = 0.12
-EXIT_LEAVING = 0.38
-SUDDEN_EXIT = np.array([0.10, 0.10, 0.35, 0.20, 0.20])  # share of a that leaves at once, by tier
+LEAVE_BASE = logit(0.20)  # logit of P(cooling -> leaving)
+RECOVER_COOLING = 0.15
+RECOVER_LEAVING = 0.25
+EXIT_LEAVING = 0.20
+SUDDEN_EXIT = np.array(
+    [0.05, 0.05, 0.15, 0.10, 0.10]
+)  # share of cooling odds that leave at once, by tier
 CONSOLIDATE_BASE = -4.8  # logit of the monthly chance to move external assets here
 # Windfalls (a bonus, a maturing deposit elsewhere, a house sale) reach anyone, unforeseeably;
 # their size is normal on the log scale. Everyone spends a little each month.
-WINDFALL_RATE = 0.012
+WINDFALL_RATE = 0.016
 WINDFALL_MEAN = 1.0
 WINDFALL_SD = 0.5
 SPENDING = 0.012
-LOGIN_MULT = np.array([1.0, 0.5, 0.2])
-TXN_MULT = np.array([1.0, 0.6, 0.35])
-COMPLAINTS = np.array([0.01, 0.10, 0.25])
+LOGIN_MULT = np.array([1.0, 0.3, 0.1])
+TXN_MULT = np.array([1.0, 0.4, 0.2])
+COMPLAINTS = np.array([0.01, 0.20, 0.35])
 CARD_USE_MULT = np.array([1.0, 0.6, 0.3])
 # Card activation: propensity logit by channel and mean first-use delay in days.
 ACTIVATION_BASE = np.array([1.0, 1.3, -0.2, -3.0])
@@ -255,7 +259,7 @@ class _Simulation:
         self.mu = log_wealth + np.log(share) + 0.3 * self.payroll_enrolled
         self.ext = log_wealth + np.log1p(-share)
         self.sigma = VOLATILITY[seg] + 0.08 * (self.mu < np.log(10_000))
-        self.loyalty = rng.normal(0.0, 0.35, size=n)
+        self.loyalty = rng.normal(0.0, LOYALTY_SD, size=n)
         self.consolidate_fraction = rng.beta(2.0, 4.0, size=n)
         self.income = np.where(
             self.payroll_enrolled,
@@ -534,7 +538,7 @@ class _Simulation:
         p_up = np.zeros(idx.size)
         for (k, n0), w in stay.items():
             p_no = (1 - pj) ** n0
-            shift = -DRAIN * k
+            shift = -DRAIN * k - DRAIN_COOLING * (3 - n0 - k)
             p_up += w * (p_no * cross(shift) + (1 - p_no) * cross(shift + jump))
         p_up = np.where(below_top, p_up, np.nan)
         return pd.DataFrame(
@@ -570,10 +574,10 @@ class _Simulation:
         jump = moved & (eng == 0) & (rng.random(n) < d["consolidate"])
         windfall = moved & (rng.random(n) < WINDFALL_RATE)
         wind_size = rng.normal(WINDFALL_MEAN, WINDFALL_SD, size=n)
-        drain = moved & (eng == 2)
+        drain = np.where(eng == 2, DRAIN, np.where(eng == 1, DRAIN_COOLING, 0.0))
         self.mu = np.where(
             moved,
-            self.mu + jump * d["jump"] + windfall * wind_size - drain * DRAIN - SPENDING,
+            self.mu + jump * d["jump"] + windfall * wind_size - drain - SPENDING,
             self.mu,
         )
         self.ext = np.where(jump, self.ext + np.log1p(-self.consolidate_fraction), self.ext)
@@ -715,8 +719,8 @@ class _Simulation:
         rng, n = self.rng, self.x.size
         no_card = live & (self.first_card_idx > t)
         f = self.flags
-        p = 0.025 * (1 + 1.5 * f["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3))
-        asked = no_card & (rng.random(n) < p)
+        p = 0.035 * (1 + 1.5 * f["has_mobile_banking"]) * (1 + 0.3 * np.minimum(d["tier"], 3))
+        asked = (no_card & (rng.random(n) < p)) | (live & ~no_card & (rng.random(n) < 0.008))
         chan = np.where(
             self.age < 40,
             rng.choice([BRANCH, ONLINE, TELE], size=n, p=[0.25, 0.55, 0.20]),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bookpulse.features import balances, care, cards, engagement, products, profile, relationships
+from bookpulse.features import balances, cards, care, engagement, products, profile, relationships
 from bookpulse.features.history import AsOf, BookFrames, as_of_view, read_frames
 
 CUSTOMER_GROUPS: dict[str, Callable[[AsOf], pd.DataFrame]] = {
@@ -36,7 +36,9 @@ def customer_features(v: AsOf) -> pd.DataFrame:
     return pd.concat([key, *(compute(v) for compute in CUSTOMER_GROUPS.values())], axis=1)
 
 
-def build_features(frames: BookFrames, as_of: str | pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_features(
+    frames: BookFrames, as_of: str | pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customer and card feature frames as of month-end `as_of` (pure: frames in, frames out)."""
     v = as_of_view(frames, as_of)
     cust = customer_features(v)

@@ -14,9 +14,7 @@ def compute(v: AsOf) -> pd.DataFrame:
     contacts = v.panel["rm_contacts"]
     contacted = contacts > 0
     # month-ends since the last RM contact: 0 = this month; 13 = none in the 13-month window
-    since = np.where(
-        contacted.any(axis=1), np.argmax(contacted[:, ::-1], axis=1), HISTORY_MONTHS
-    )
+    since = np.where(contacted.any(axis=1), np.argmax(contacted[:, ::-1], axis=1), HISTORY_MONTHS)
     aum = v.at_t["aum_total"].to_numpy(float)
     household = aum + v.at_t["external_assets_est"].to_numpy(float)
     return pd.DataFrame(

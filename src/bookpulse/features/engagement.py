@@ -16,6 +16,12 @@ def _trend(v: AsOf, name: str) -> np.ndarray:
     return f32(np.log1p(recent) - np.log1p(before))
 
 
+def _vs_year(v: AsOf, name: str) -> np.ndarray:
+    """log(1 + this month) - log(1 + average of the 12 months before): a drop below habit."""
+    before = nanmean(v.panel[name][:, : HISTORY_MONTHS - 1])
+    return f32(np.log1p(v.col(name)) - np.log1p(before))
+
+
 def compute(v: AsOf) -> pd.DataFrame:
     observed = ~np.isnan(v.panel["txn_count"])
     quiet = (v.panel["digital_logins"] == 0) & (v.panel["txn_count"] <= 1)
@@ -32,6 +38,8 @@ def compute(v: AsOf) -> pd.DataFrame:
             "logins_1m": f32(v.col("digital_logins")),
             "logins_3m": f32(nanmean(v.last("digital_logins", 3))),
             "logins_trend_3m": _trend(v, "digital_logins"),
+            "txn_vs_12m": _vs_year(v, "txn_count"),
+            "logins_vs_12m": _vs_year(v, "digital_logins"),
             "inactive_months_12m": f32(nansum(np.where(observed, quiet, np.nan)[:, 1:])),
             "branch_visits_3m": f32(nansum(v.last("branch_visits", 3))),
             "payroll_months_6m": f32(payroll.sum(axis=1)),

@@ -91,7 +91,9 @@ def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFra
     )
     parts = [snap_t]
     if earlier:
-        parts.insert(0, io.read_monthly(book, "snapshots", earlier, ["customer_id", *PANEL_COLUMNS]))
+        parts.insert(
+            0, io.read_monthly(book, "snapshots", earlier, ["customer_id", *PANEL_COLUMNS])
+        )
     snapshots = pd.concat(parts, ignore_index=True)
     spend = io.read_monthly(book, "card_spend", wanted[-3:])
     frames = BookFrames(

@@ -31,8 +31,9 @@ def compute(v: AsOf) -> pd.DataFrame:
     rel = v.frames.relationships
     rel = rel.loc[rel["customer_id"].isin(v.ids)]
     snaps = v.frames.snapshots
-    at_t = snaps.loc[snaps["month"] == v.t, ["customer_id", "status", "aum_total",
-                                             "txn_count", "digital_logins"]]
+    at_t = snaps.loc[
+        snaps["month"] == v.t, ["customer_id", "status", "aum_total", "txn_count", "digital_logins"]
+    ]
     active_t = ~is_attrited(
         at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
     )
@@ -75,7 +76,14 @@ def compute(v: AsOf) -> pd.DataFrame:
     out["linked_max_tier"] = f32(agg["linked_max_tier"])
     out["linked_aum_log_mean"] = f32(agg["linked_aum_log_mean"])
     order = [
-        "links_total", "links_family", "links_friend", "links_business", "linked_active",
-        "linked_max_tier", "linked_high_end", "linked_aum_log_mean", "linked_attrited_3m",
+        "links_total",
+        "links_family",
+        "links_friend",
+        "links_business",
+        "linked_active",
+        "linked_max_tier",
+        "linked_high_end",
+        "linked_aum_log_mean",
+        "linked_attrited_3m",
     ]
     return pd.DataFrame({k: out[k] for k in order})

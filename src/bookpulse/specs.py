@@ -1,0 +1,206 @@
+"""Typed specs: the feature catalog (`features/*.yaml`) and the model specs (`models/*.yaml`).
+
+A model spec is the single place to change a model: its target, population and horizon, the
+features it uses (each must be declared in the catalog, for the right entity), its LightGBM
+parameters, how time is split, its promotion gates and its registered name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bookpulse.config import get_settings
+
+Dtype = Literal["float64", "float32", "int8", "int16", "int32", "category"]
+Entity = Literal["customer", "card"]
+TargetKind = Literal["churn", "tier_upgrade", "card_activation"]
+SourceTable = Literal["snapshots", "customers", "cards", "card_spend", "relationships", "branches"]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class SpecError(Exception):
+    """A spec file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    name: Name
+    dtype: Dtype
+    window_months: int = Field(ge=1, le=13, description="month-ends up to T the feature reads")
+    source: SourceTable
+    description: str = Field(min_length=10)
+
+
+class FeatureGroup(_Strict):
+    group: Name
+    entity: Entity
+    description: str
+    features: list[FeatureSpec] = Field(min_length=1)
+
+
+class FeatureCatalog(_Strict):
+    groups: dict[str, FeatureGroup]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FeatureCatalog:
+        seen: dict[tuple[str, str], str] = {}
+        for g in self.groups.values():
+            for f in g.features:
+                key = (g.entity, f.name)
+                if key in seen:
+                    raise ValueError(
+                        f"feature {f.name!r} declared in both {seen[key]} and {g.group}"
+                    )
+                seen[key] = g.group
+        return self
+
+    def for_entity(self, entity: Entity) -> dict[str, FeatureSpec]:
+        return {f.name: f for g in self.groups.values() if g.entity == entity for f in g.features}
+
+
+class TargetSpec(_Strict):
+    kind: TargetKind
+    entity: Entity
+    label: Name = Field(description="label column in training sets")
+    horizon_months: int | None = Field(default=None, ge=1, le=12)
+    horizon_days: int | None = Field(default=None, ge=1, le=365)
+    population: str = Field(min_length=10)
+    event: str = Field(min_length=10)
+    leavers: str = Field(min_length=10, description="how customers who leave early are treated")
+
+    @model_validator(mode="after")
+    def _one_horizon(self) -> TargetSpec:
+        if (self.horizon_months is None) == (self.horizon_days is None):
+            raise ValueError("give exactly one of horizon_months and horizon_days")
+        return self
+
+
+class LightGBMSpec(_Strict):
+    params: dict[str, float | int | str | bool]
+    num_boost_round: int = Field(ge=10, le=20_000)
+    early_stopping_rounds: int = Field(ge=5, le=1_000)
+
+
+class SplitSpec(_Strict):
+    """Out-of-time split, counted back from the latest labelled month."""
+
+    test_months: int = Field(ge=1, le=12)
+    calibration_months: int = Field(ge=1, le=12)
+    valid_months: int = Field(ge=1, le=12)
+    train_months: int = Field(ge=1, le=60)
+
+
+class GateSpec(_Strict):
+    min_auc: float = Field(gt=0.5, le=1.0)
+    max_calibration_error: float = Field(gt=0.0, le=0.5)
+    max_auc_drop: float = Field(ge=0.0, le=0.2, description="challenger vs champion tolerance")
+
+
+class ModelSpec(_Strict):
+    name: Name
+    description: str
+    registered_name: str = Field(pattern=r"^bookpulse-[a-z_]+$")
+    target: TargetSpec
+    features: list[Name] = Field(min_length=1)
+    lightgbm: LightGBMSpec
+    split: SplitSpec
+    gates: GateSpec
+
+    @cached_property
+    def spec_hash(self) -> str:
+        """Short hash of the spec's content (what changes when the model definition does)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @model_validator(mode="after")
+    def _features_unique(self) -> ModelSpec:
+        dupes = {f for f in self.features if self.features.count(f) > 1}
+        if dupes:
+            raise ValueError(f"features listed twice: {sorted(dupes)}")
+        return self
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot be read as YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _explain(path: Path, exc: ValidationError) -> SpecError:
+    lines = [f"{path} is not a valid spec:"]
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return SpecError("\n".join(lines))
+
+
+def features_dir() -> Path:
+    return get_settings().specs_root / "features"
+
+
+def models_dir() -> Path:
+    return get_settings().specs_root / "models"
+
+
+def load_feature_catalog(directory: Path | None = None) -> FeatureCatalog:
+    directory = directory or features_dir()
+    groups = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            group = FeatureGroup.model_validate(_load_yaml(path))
+        except ValidationError as exc:
+            raise _explain(path, exc) from None
+        if group.group != path.stem:
+            raise SpecError(f"{path}: group is {group.group!r} but the file is {path.stem!r}")
+        groups[group.group] = group
+    if not groups:
+        raise SpecError(f"no feature groups (*.yaml) found in {directory}")
+    try:
+        return FeatureCatalog(groups=groups)
+    except ValidationError as exc:
+        raise _explain(directory, exc) from None
+
+
+MODEL_NAMES = ("churn", "tier_upgrade", "card_activation")
+
+
+def load_model_spec(
+    name: str, directory: Path | None = None, catalog: FeatureCatalog | None = None
+) -> ModelSpec:
+    """Load `models/<name>.yaml` and check every feature it uses is declared for its entity."""
+    directory = directory or models_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise SpecError(f"no model spec {path}; known models: {', '.join(MODEL_NAMES)}")
+    try:
+        spec = ModelSpec.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        raise _explain(path, exc) from None
+    catalog = catalog or load_feature_catalog()
+    declared = catalog.for_entity(spec.target.entity)
+    missing = [f for f in spec.features if f not in declared]
+    if missing:
+        raise SpecError(
+            f"{path}: features not declared for entity {spec.target.entity!r} in features/: "
+            f"{', '.join(missing)}"
+        )
+    return spec
+
+
+def load_model_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
+    catalog = load_feature_catalog()
+    return {name: load_model_spec(name, directory, catalog) for name in MODEL_NAMES}

@@ -1,0 +1,93 @@
+"""Training sets: feature frames stacked with labels over a range of as_of months."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bookpulse import labels
+from bookpulse.book import io
+from bookpulse.features import build_features, read_frames
+from bookpulse.specs import ModelSpec
+
+KEYS = {"customer": "customer_id", "card": "card_id"}
+
+
+def split_months(spec: ModelSpec, book_months: Sequence[str]) -> dict[str, list[str]]:
+    """The spec's out-of-time split over the book's labelled months, latest last:
+    train, then valid (early stopping), then calibration, then test."""
+    labelled = labels.labelled_months(list(book_months), spec.target.kind)
+    s = spec.split
+    need = s.train_months + s.valid_months + s.calibration_months + s.test_months
+    if len(labelled) < need:
+        raise io.BookError(
+            f"model {spec.name!r} needs {need} labelled months "
+            f"({s.train_months} train + {s.valid_months} valid + {s.calibration_months} "
+            f"calibration + {s.test_months} test) but the book has {len(labelled)}; "
+            "generate a longer book or shorten the split in the spec"
+        )
+    used = labelled[-need:]
+    cut1 = s.train_months
+    cut2 = cut1 + s.valid_months
+    cut3 = cut2 + s.calibration_months
+    return {
+        "train": used[:cut1],
+        "valid": used[cut1:cut2],
+        "calibration": used[cut2:cut3],
+        "test": used[cut3:],
+    }
+
+
+def training_sets(
+    book: Path,
+    specs: Sequence[ModelSpec],
+    months: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """For each spec: keys, its features and its label, stacked over `months`.
+
+    Features are built once per month and shared by the specs. Without `months`, each spec
+    gets the months of its split. A month outside a spec's labelled months is refused."""
+    meta = io.read_meta(book)
+    book_months = meta["months"]
+    wanted: dict[str, list[str]] = {}
+    for spec in specs:
+        labelled = set(labels.labelled_months(book_months, spec.target.kind))
+        if months is None:
+            chosen = [m for part in split_months(spec, book_months).values() for m in part]
+        else:
+            chosen = [io.month_key(m) for m in months]
+            unlabelled = [m for m in chosen if m not in labelled]
+            if unlabelled:
+                raise io.BookError(
+                    f"{spec.name}: no labels for {', '.join(unlabelled)} (the outcome window "
+                    f"runs past the book's end or the month is not in the book)"
+                )
+        wanted[spec.name] = chosen
+    parts: dict[str, list[pd.DataFrame]] = {spec.name: [] for spec in specs}
+    for month in sorted({m for ms in wanted.values() for m in ms}):
+        if progress:
+            progress(month)
+        customers, cards = build_features(read_frames(book, month), month)
+        for spec in specs:
+            if month not in wanted[spec.name]:
+                continue
+            key = KEYS[spec.target.entity]
+            frame = customers if spec.target.entity == "customer" else cards
+            lab = labels.labels_for_month(book, spec.target.kind, month, book_months)
+            lab = lab.rename(columns={_label_column(spec.target.kind): spec.target.label})
+            rows = frame[[key, "as_of", *spec.features]].merge(
+                lab[[key, spec.target.label]], on=key, how="inner", validate="one_to_one"
+            )
+            parts[spec.name].append(rows)
+    return {name: pd.concat(p, ignore_index=True) for name, p in parts.items()}
+
+
+def training_set(book: Path, spec: ModelSpec, months: Sequence[str] | None = None) -> pd.DataFrame:
+    return training_sets(book, [spec], months)[spec.name]
+
+
+def _label_column(kind: str) -> str:
+    return {"churn": "churned", "tier_upgrade": "upgraded", "card_activation": "activated"}[kind]
