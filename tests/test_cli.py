@@ -112,7 +112,7 @@ def test_book_home_comes_from_the_environment(tmp_path: Path) -> None:
 
 def test_demo_generates_validates_and_summarises(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(cli, "DEMO_CUSTOMERS", 800)
-    monkeypatch.setattr(cli, "DEMO_MONTHS", 8)
+    monkeypatch.setattr(cli, "DEMO_MONTHS", 24)
     env = {"BOOKPULSE_HOME": str(tmp_path)}
     res = run("demo", env=env)
     assert res.exit_code == 0, res.output

@@ -24,6 +24,12 @@ book_app = typer.Typer(
     help="Make, check and describe a book (the bank's customer data).", no_args_is_help=True
 )
 app.add_typer(book_app, name="book")
+features_app = typer.Typer(
+    help="Point-in-time features: one row per active customer (and per new card) as of a "
+    "month-end.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
 console = Console()
 err = Console(stderr=True)
 
@@ -208,10 +214,97 @@ def _print_summary(book: Path) -> None:
     console.print(events)
 
 
+@features_app.command("build")
+def features_build(
+    as_of: Annotated[
+        str, typer.Option(callback=_month, help="Month-end to build features as of, YYYY-MM.")
+    ],
+    book: Annotated[
+        Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet file for the customer frame; the card frame goes beside it as "
+            "<name>_cards.parquet [default: $BOOKPULSE_HOME/features/YYYY-MM/customers.parquet "
+            "and cards.parquet]."
+        ),
+    ] = None,
+) -> None:
+    """Build the features as of a month-end from data dated up to it only, check them against
+    features/*.yaml and write them to Parquet (replacing that month's files atomically)."""
+    from bookpulse.features.build import build_and_publish, cards_path_for, default_paths
+    from bookpulse.features.schema import FeatureSchemaError
+    from bookpulse.specs import SpecError
+
+    settings = _settings()
+    book = book or settings.book_dir
+    if out is None:
+        customers_path, cards_path = default_paths(settings.home, as_of)
+    else:
+        customers_path, cards_path = out, cards_path_for(out)
+    started = time.perf_counter()
+    try:
+        with console.status(f"building features as of {as_of}"):
+            files = build_and_publish(book, as_of, customers_path, cards_path)
+    except (BookError, SpecError, FeatureSchemaError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"[green]features as of {as_of}[/]: {files.customer_rows:,} customers -> "
+        f"{files.customers}; {files.card_rows:,} new cards -> {files.cards} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+
+
+def _print_training_sets(book: Path) -> None:
+    from bookpulse.specs import load_model_specs
+    from bookpulse.training.dataset import split_months, training_sets
+
+    specs = load_model_specs()
+    meta = read_meta(book)
+    with Progress(
+        TextColumn("[bold]training sets[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        months = sorted(
+            {
+                m
+                for s in specs.values()
+                for part in split_months(s, meta["months"]).values()
+                for m in part
+            }
+        )
+        task = bar.add_task("", total=len(months))
+        sets = training_sets(
+            book,
+            list(specs.values()),
+            progress=lambda m: bar.update(task, advance=1, description=m),
+        )
+    table = Table(title="Training sets (out-of-time split from each model spec)")
+    for col in ("model", "rows", "as_of months", "positive rate", "train / valid / calib / test"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, spec in specs.items():
+        df = sets[name]
+        split = split_months(spec, meta["months"])
+        table.add_row(
+            name,
+            f"{len(df):,}",
+            f"{split['train'][0]} .. {split['test'][-1]}",
+            _pct(df[spec.target.label].mean()),
+            " / ".join(str(len(v)) for v in split.values()),
+        )
+    console.print(table)
+
+
 @app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
-    under $BOOKPULSE_HOME (default ./data), validated and summarised."""
+    under $BOOKPULSE_HOME (default ./data), validated and summarised; the latest month's
+    features; each model's training set."""
     from bookpulse.book.validate import format_problems, validate_book
 
     settings = _settings()
@@ -245,6 +338,16 @@ def demo() -> None:
         raise _fail(f"the demo book has {len(problems)} problem(s)")
     console.print("[green]valid:[/] the book passes every schema and cross-table check")
     _print_summary(book)
+    from bookpulse.features.build import build_and_publish, default_paths
+
+    latest = read_meta(book)["months"][-1]
+    with console.status(f"building features as of {latest}"):
+        files = build_and_publish(book, latest, *default_paths(settings.home, latest))
+    console.print(
+        f"\n[green]features as of {latest}[/]: {files.customer_rows:,} active customers -> "
+        f"{files.customers}; {files.card_rows:,} new unused cards -> {files.cards}"
+    )
+    _print_training_sets(book)
 
 
 if __name__ == "__main__":

@@ -84,11 +84,20 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(date_as_object=False)
 
 
+def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise BookError(
+            f"cannot read {path}: {exc}. Run `bookpulse book validate` on the book."
+        ) from None
+
+
 def read_static(book: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
     path = book / f"{name}.parquet"
     if not path.is_file():
         raise BookError(f"table {name!r} is missing: expected {path}")
-    return _to_pandas(pq.read_table(path, columns=columns))
+    return _to_pandas(_read_parquet(path, columns))
 
 
 def available_months(book: Path, table: str = "snapshots") -> list[str]:
@@ -112,7 +121,7 @@ def read_monthly(
         path = monthly_path(book, table, m)
         if not path.is_file():
             raise BookError(f"table {table!r} has no partition for {month_key(m)}: expected {path}")
-        df = _to_pandas(pq.read_table(path, columns=columns))
+        df = _to_pandas(_read_parquet(path, columns))
         df.insert(1 if "customer_id" in df or "card_id" in df else 0, "month", month_end(m))
         frames.append(df)
     if not frames:

@@ -92,7 +92,7 @@ DRAIN = 0.35  # log AUM leaving each month a customer is in the leaving state
 DRAIN_COOLING = 0.0  # and in the cooling state
 TIER_CARE = np.array([0.05, 0.15, 0.5, 1.2, 2.5])  # RM contacts per month by tier
 # Engagement chain: 0 engaged, 1 cooling, 2 leaving; attrition absorbs.
-CHURN_BASE = -3.1  # logit of P(engaged -> cooling) for a driver score of 0
+CHURN_BASE = -2.7  # logit of P(engaged -> cooling) for a driver score of 0
 LEAVE_BASE = logit(0.20)  # logit of P(cooling -> leaving)
 RECOVER_COOLING = 0.15
 RECOVER_LEAVING = 0.25
