@@ -151,3 +151,31 @@ def test_publishing_replaces_only_when_complete(tmp_path: Path) -> None:
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_features_build_writes_checked_frames(tmp_path: Path, small_book: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "f" / "oct.parquet"
+    res = run(
+        "features", "build", "--as-of", "2026-10", "--book", str(small_book), "--out", str(out)
+    )
+    assert res.exit_code == 0, res.output
+    customers = pd.read_parquet(out)
+    cards = pd.read_parquet(tmp_path / "f" / "oct_cards.parquet")
+    assert customers["customer_id"].is_unique and (customers["as_of"] == "2026-10-31").all()
+    assert {"aum_log", "products_held", "linked_attrited_3m"} <= set(customers.columns)
+    assert {"card_id", "days_since_issue", "holder_tier"} <= set(cards.columns)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["oct.parquet", "oct_cards.parquet"]
+
+
+def test_features_build_default_location_and_clean_errors(tmp_path: Path, small_book) -> None:
+    env = {"BOOKPULSE_HOME": str(tmp_path)}
+    res = run("features", "build", "--as-of", "2026-09", "--book", str(small_book), env=env)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "features" / "2026-09" / "customers.parquet").is_file()
+    res = run("features", "build", "--as-of", "2027-01", "--book", str(small_book), env=env)
+    assert res.exit_code == 2
+    assert "not a month of the book" in res.output and "Traceback" not in res.output
+    res = run("features", "build", "--as-of", "2026-10", "--book", str(tmp_path / "nobook"))
+    assert res.exit_code == 2 and "book.json" in res.output

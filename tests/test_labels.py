@@ -107,3 +107,18 @@ def test_tier_is_the_highest_tier_whose_lower_bound_is_reached(aum: float) -> No
 def test_tier_boundaries_are_the_domain_thresholds() -> None:
     names = [TIERS[i] for i in tier_index([9_999.99, 10_000, 50_000, 500_000, 6_000_000])]
     assert names == ["potential", "effective", "mid", "high_end", "private"]
+
+
+def test_a_month_whose_window_leaves_the_book_is_refused(small_book) -> None:
+    import pytest
+
+    from bookpulse.book import io
+
+    months = io.read_meta(small_book)["months"]
+    for target, month in (
+        ("churn", "2026-09"),
+        ("tier_upgrade", "2026-08"),
+        ("card_activation", "2026-10"),
+    ):
+        with pytest.raises(io.BookError, match="runs past"):
+            labels.labels_for_month(small_book, target, month, months)

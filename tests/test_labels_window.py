@@ -81,9 +81,7 @@ def label(book: Path, target: str, month: str, months: list[str]) -> pd.DataFram
 
 @pytest.fixture(scope="module")
 def baseline(small_book: Path, months: list[str]):
-    return {
-        target: label(small_book, target, T, months) for target in ("churn", "tier_upgrade")
-    }
+    return {target: label(small_book, target, T, months) for target in ("churn", "tier_upgrade")}
 
 
 # --- churn and tier upgrade on disk ---------------------------------------------------------
@@ -165,6 +163,24 @@ def test_control_the_partition_at_t_sets_the_population(
     close_everyone(book_copy, T)
     assert label(book_copy, target, T, months).empty
     assert not baseline[target].empty
+
+
+def test_label_populations_are_the_feature_populations(
+    small_book: Path, months: list[str], baseline
+) -> None:
+    """Who gets a label at T is who gets a feature row at T (customers active at T; cards
+    issued in month T and unused at T)."""
+    from bookpulse.features import build_from_book
+
+    cust, _ = build_from_book(small_book, T)
+    churn, upgrade = baseline["churn"], baseline["tier_upgrade"]
+    assert sorted(churn["customer_id"]) == sorted(cust["customer_id"])
+    below_top = cust.loc[cust["tier"] != "private", "customer_id"]
+    assert sorted(upgrade["customer_id"]) == sorted(below_top)
+    _, card = build_from_book(small_book, CARD_T)
+    activation = label(small_book, "card_activation", CARD_T, months)
+    assert len(card) > 0
+    assert sorted(activation["card_id"]) == sorted(card["card_id"])
 
 
 # --- card activation on disk ----------------------------------------------------------------
@@ -363,7 +379,9 @@ def test_churn_and_upgrade_labels_match_the_generated_events(paths, t: int) -> N
     t=st.integers(0, N_MONTHS - 1 - CHURN_HORIZON_MONTHS),
     data=st.data(),
 )
-def test_window_rows_of_customers_outside_the_population_change_no_label(paths, t: int, data) -> None:
+def test_window_rows_of_customers_outside_the_population_change_no_label(
+    paths, t: int, data
+) -> None:
     """Appending, to the window frames, rows of other customers (not active at T) changes
     nothing; the labels depend on the window only through the population's own rows."""
     panel = panel_rows(paths)
@@ -380,6 +398,8 @@ def test_window_rows_of_customers_outside_the_population_change_no_label(paths, 
         labels.churn_labels(snap_t, pd.concat([window, extra])), want_churn
     )
     pd.testing.assert_frame_equal(
-        labels.tier_upgrade_labels(snap_t, pd.concat([snap_end, extra.drop_duplicates("customer_id")])),
+        labels.tier_upgrade_labels(
+            snap_t, pd.concat([snap_end, extra.drop_duplicates("customer_id")])
+        ),
         want_upgrade,
     )

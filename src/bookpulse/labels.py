@@ -97,7 +97,16 @@ def labelled_months(months: list[str], target: str) -> list[str]:
 
 
 def labels_for_month(book: Path, target: str, month: str, months: list[str]) -> pd.DataFrame:
-    """Read what the label needs from `book` and label month `month` for `target`."""
+    """Read what the label needs from `book` and label month `month` for `target`.
+
+    A month whose outcome window runs past the end of the book has no labels: refused."""
+    if target not in ("churn", "tier_upgrade", "card_activation"):
+        raise ValueError(f"unknown target {target!r}: use churn, tier_upgrade or card_activation")
+    if io.month_key(month) not in labelled_months(months, target):
+        raise io.BookError(
+            f"no {target} labels for {io.month_key(month)}: its outcome window runs past the "
+            f"book's last month ({months[-1]}) or the month is not in the book"
+        )
     i = months.index(io.month_key(month))
     if target == "card_activation":
         cards = io.read_static(book, "cards", ["card_id", "issue_date", "first_use_date"])
@@ -108,9 +117,8 @@ def labels_for_month(book: Path, target: str, month: str, months: list[str]) -> 
             book, "snapshots", months[i + 1 : i + 1 + CHURN_HORIZON_MONTHS], SNAPSHOT_COLUMNS
         )
         return churn_labels(snap_t, window)
-    if target == "tier_upgrade":
+    else:  # tier_upgrade
         snap_end = io.read_monthly(
             book, "snapshots", [months[i + UPGRADE_HORIZON_MONTHS]], SNAPSHOT_COLUMNS
         )
         return tier_upgrade_labels(snap_t, snap_end)
-    raise ValueError(f"unknown target {target!r}: use churn, tier_upgrade or card_activation")

@@ -359,6 +359,13 @@ def test_population_active_customers_and_new_unused_cards(built) -> None:
     assert list(card.index) == [11, 13, 17]
 
 
+def test_an_empty_card_frame_still_has_the_declared_columns_and_dtypes() -> None:
+    cust, card = build_features(hand_book(), "2026-05")  # no card issued in May 2026
+    assert card.empty and len(cust) == 4  # 1, 2, 3 and 4 (not yet dormant)
+    assert_matches_catalog(card, CARD_KEYS, "card")
+    assert_matches_catalog(cust, CUSTOMER_KEYS, "customer")
+
+
 def test_balances_by_hand(built) -> None:
     c1 = built[0].loc[1]
     assert_values(

@@ -476,3 +476,65 @@ def test_reader_opens_no_partition_dated_after_t_nor_before_the_window(
     for p in partitions:
         assert t - 12 <= pd.Period(p.parent.name.removeprefix("month="), freq="M") <= t, p
     assert not any(io.TRUTH_DIR in p.relative_to(copy).parts for p in opened)
+
+
+# --- and nothing dated before a feature's declared window ----------------------------------
+
+
+def scramble_snapshots_up_to(f: BookFrames, cut: pd.Timestamp, seed: int) -> BookFrames:
+    """Every snapshot value dated at or before `cut` replaced by noise (statuses included)."""
+    rng = np.random.default_rng(seed)
+    snaps = f.snapshots.copy()
+    old = (snaps["month"] <= cut).to_numpy()
+    coin = rng.random((len(snaps), len(snaps.columns))) < 0.5
+    factor = rng.uniform(0.0, 5.0, (len(snaps), len(snaps.columns)))
+    for j, col in enumerate(snaps.columns):
+        if col in ("customer_id", "month"):
+            continue
+        if col == "status":
+            noise = np.where(coin[:, j], "open", "closed")
+            values = np.where(old, noise, snaps[col].astype(str).to_numpy())
+            snaps[col] = pd.Categorical(values, categories=snaps[col].cat.categories)
+        elif pd.api.types.is_bool_dtype(snaps[col]):
+            snaps[col] = np.where(old, coin[:, j], snaps[col].to_numpy())
+        else:
+            values = snaps[col].to_numpy(float)
+            noise = values * factor[:, j]
+            if pd.api.types.is_integer_dtype(snaps[col]):
+                noise = np.round(noise)
+            snaps[col] = np.where(old, noise, values).astype(snaps[col].dtype)
+    return replace(f, snapshots=snaps)
+
+
+def test_each_snapshot_feature_reads_no_month_before_its_declared_window(
+    frames: BookFrames, baseline
+) -> None:
+    """`window_months: w` in features/*.yaml: the feature reads month-ends T-(w-1) .. T only."""
+    from bookpulse.specs import load_feature_catalog
+
+    catalog = load_feature_catalog()
+    month = MONTHS[-1]  # the book holds T-13 .. T: every window fits, with a month to spare
+    want = dict(zip(("customer", "card"), baseline(month), strict=True))
+    declared = {
+        (entity, name): spec.window_months
+        for entity in ("customer", "card")
+        for name, spec in catalog.for_entity(entity).items()
+        if spec.source == "snapshots"
+    }
+    for window in sorted(set(declared.values())):
+        cut = io.month_end(pd.Period(month, freq="M") - window)
+        got = dict(
+            zip(
+                ("customer", "card"),
+                build_features(scramble_snapshots_up_to(frames, cut, seed=window), month),
+                strict=True,
+            )
+        )
+        assert got["customer"]["customer_id"].equals(want["customer"]["customer_id"])
+        for (entity, name), w in declared.items():
+            if w <= window:
+                pd.testing.assert_series_equal(got[entity][name], want[entity][name], obj=name)
+        # control: features whose window reaches one month further do see the scrambled month
+        longer = [n for (e, n), w in declared.items() if e == "customer" and w == window + 1]
+        if longer:
+            assert any(not got["customer"][n].equals(want["customer"][n]) for n in longer), longer
