@@ -58,7 +58,12 @@ MONTH_END_COLUMNS = [
 
 @dataclass(frozen=True)
 class BookFrames:
-    """Book tables in memory. `snapshots` and `card_spend` carry a `month` column."""
+    """Book tables in memory. `snapshots` and `card_spend` carry a `month` column.
+
+    `month_end` is optional: when set, `snapshots` may hold only the panel's columns and
+    `month_end` the columns read at T alone (flags, AUM by product line, loans, external
+    assets), keyed (customer_id, month). That is how `read_frames` keeps a large book's
+    13-month window small; a whole book in memory can leave it out."""
 
     customers: pd.DataFrame
     snapshots: pd.DataFrame
@@ -66,6 +71,7 @@ class BookFrames:
     card_spend: pd.DataFrame
     relationships: pd.DataFrame
     branches: pd.DataFrame
+    month_end: pd.DataFrame | None = None
 
 
 def window_months(as_of: str, months: int = HISTORY_MONTHS) -> list[str]:
@@ -85,16 +91,16 @@ def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFra
             f"({meta['months'][0]} .. {meta['months'][-1]})"
         )
     wanted = [m for m in window_months(as_of, months) if m in meta["months"]]
-    earlier = wanted[:-1]
-    snap_t = io.read_monthly(
-        book, "snapshots", [as_of], ["customer_id", *PANEL_COLUMNS, *MONTH_END_COLUMNS]
+    # Month by month, compacted as read: the 13-month window of a large book is never held
+    # twice; the columns needed at T only are read at T only.
+    snapshots = pd.concat(
+        [
+            _compact(io.read_monthly(book, "snapshots", [m], ["customer_id", *PANEL_COLUMNS]))
+            for m in wanted
+        ],
+        ignore_index=True,
     )
-    parts = [snap_t]
-    if earlier:
-        parts.insert(
-            0, io.read_monthly(book, "snapshots", earlier, ["customer_id", *PANEL_COLUMNS])
-        )
-    snapshots = pd.concat(parts, ignore_index=True)
+    month_end = io.read_monthly(book, "snapshots", [as_of], ["customer_id", *MONTH_END_COLUMNS])
     spend = io.read_monthly(book, "card_spend", wanted[-3:])
     frames = BookFrames(
         customers=io.read_static(book, "customers"),
@@ -103,8 +109,23 @@ def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFra
         card_spend=spend,
         relationships=io.read_static(book, "relationships"),
         branches=io.read_static(book, "branches", ["branch_id", "area_type"]),
+        month_end=month_end,
     )
     return point_in_time(frames, as_of)
+
+
+# Flows and amounts are kept as float32 in memory (a 1,000,000-customer window is large);
+# aum_total stays float64 because tiers are cut on it to the cent.
+_FLOAT32 = ["transfer_in", "transfer_out", "payroll_inflow", "txn_amount"]
+
+
+def _compact(snap: pd.DataFrame) -> pd.DataFrame:
+    return snap.astype({c: np.float32 for c in _FLOAT32 if c in snap})
+
+
+def _keep(df: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    """Rows where `mask` holds; the frame itself (no copy) when it holds everywhere."""
+    return df if bool(mask.all()) else df.loc[mask]
 
 
 def point_in_time(frames: BookFrames, as_of: str | pd.Timestamp) -> BookFrames:
@@ -112,13 +133,17 @@ def point_in_time(frames: BookFrames, as_of: str | pd.Timestamp) -> BookFrames:
     t = io.month_end(as_of)
     cards = frames.cards.loc[frames.cards["issue_date"] <= t].copy()
     cards["first_use_date"] = cards["first_use_date"].where(cards["first_use_date"] <= t)
+    month_end = frames.month_end
+    if month_end is not None:
+        month_end = _keep(month_end, month_end["month"] <= t)
     return replace(
         frames,
-        customers=frames.customers.loc[frames.customers["onboard_date"] <= t],
-        snapshots=frames.snapshots.loc[frames.snapshots["month"] <= t],
+        customers=_keep(frames.customers, frames.customers["onboard_date"] <= t),
+        snapshots=_keep(frames.snapshots, frames.snapshots["month"] <= t),
         cards=cards,
-        card_spend=frames.card_spend.loc[frames.card_spend["month"] <= t],
-        relationships=frames.relationships.loc[frames.relationships["since"] <= t],
+        card_spend=_keep(frames.card_spend, frames.card_spend["month"] <= t),
+        relationships=_keep(frames.relationships, frames.relationships["since"] <= t),
+        month_end=month_end,
     )
 
 
@@ -127,7 +152,8 @@ class AsOf:
     """Everything a feature function needs for month-end `t`.
 
     `ids` are the customers active at T (open and not dormant), in a fixed order; `panel`
-    maps each panel column to an (n customers, HISTORY_MONTHS) float array whose last column
+    maps each panel column to an (n customers, HISTORY_MONTHS) float array (float64 for
+    aum_total, float32 for the rest) whose last column
     is T and whose earlier columns go back a month each (NaN where there was no row);
     `at_t` is month T's snapshot row for each customer, in the same order."""
 
@@ -152,13 +178,17 @@ def as_of_view(frames: BookFrames, as_of: str | pd.Timestamp) -> AsOf:
     frames = point_in_time(frames, t)
     snaps = frames.snapshots
     at_t = snaps.loc[snaps["month"] == t]
+    if frames.month_end is not None:
+        extra = frames.month_end.loc[frames.month_end["month"] == t].drop(columns="month")
+        at_t = at_t.drop(columns=[c for c in extra.columns if c != "customer_id" and c in at_t])
+        at_t = at_t.merge(extra, on="customer_id", how="left", validate="one_to_one")
     active = ~is_attrited(
         at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
     )
     at_t = at_t.loc[active].sort_values("customer_id").reset_index(drop=True)
     ids = at_t["customer_id"].to_numpy()
     start = t.to_period("M") - (HISTORY_MONTHS - 1)
-    window = snaps.loc[snaps["month"] >= io.month_end(start.to_timestamp())]
+    window = _keep(snaps, snaps["month"] >= io.month_end(start.to_timestamp()))
     rows = pd.Index(ids).get_indexer(window["customer_id"].to_numpy())
     month = window["month"]
     cols = ((month.dt.year * 12 + month.dt.month) - (start.year * 12 + start.month)).to_numpy()
@@ -166,11 +196,12 @@ def as_of_view(frames: BookFrames, as_of: str | pd.Timestamp) -> AsOf:
     rows, cols = rows[keep], cols[keep]
     panel: dict[str, np.ndarray] = {}
     for name in PANEL_COLUMNS:
+        dtype = np.float64 if name == "aum_total" else np.float32
         if name == "status":
-            values = (window["status"].astype(str) == "open").to_numpy(np.float32)
+            values = (window["status"] == "open").to_numpy(dtype)
         else:
-            values = window[name].to_numpy(np.float64)
-        arr = np.full((ids.size, HISTORY_MONTHS), np.nan)
+            values = window[name].to_numpy(dtype)
+        arr = np.full((ids.size, HISTORY_MONTHS), np.nan, dtype=dtype)
         arr[rows, cols] = values[keep]
         panel[name] = arr
     return AsOf(t=t, ids=ids, panel=panel, at_t=at_t, frames=frames)
