@@ -112,7 +112,7 @@ TXN_MULT = np.array([1.0, 0.4, 0.2])
 COMPLAINTS = np.array([0.01, 0.20, 0.35])
 CARD_USE_MULT = np.array([1.0, 0.6, 0.3])
 # Card activation: propensity logit by channel and mean first-use delay in days.
-ACTIVATION_BASE = np.array([1.0, 1.3, -0.2, -3.0])
+ACTIVATION_BASE = np.array([1.0, 1.3, -0.2, -3.6])
 FIRST_USE_DELAY = np.array([12.0, 8.0, 20.0, 35.0])
 
 
