@@ -187,7 +187,7 @@ def test_wide_share_of_wallet_gap_raises_churn_and_upgrade(churn_panel: pd.DataF
     for t in (1, 2):
         up = churn_panel.loc[tier == t]
         g = gap[tier == t]
-        assert up.loc[g > 1.5, "upgraded"].mean() > 1.5 * up.loc[g < 0.0, "upgraded"].mean()
+        assert up.loc[g > 3.0, "upgraded"].mean() > 2 * up.loc[g < 0.0, "upgraded"].mean()
 
 
 def test_care_and_value_added_services_lower_churn(churn_panel: pd.DataFrame) -> None:

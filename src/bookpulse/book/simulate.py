@@ -449,7 +449,7 @@ class _Simulation:
             - 0.8 * np.minimum(care, 2.0)
             - 0.25 * f["has_mobile_banking"]
             + 0.35 * np.clip(gap - 1.0, 0.0, 4.0)
-            + 1.2 * np.minimum(contagion, 2.0)
+            + 1.6 * np.minimum(contagion, 2.0)
             + 0.50 * (tenure < 12)
             + 0.30 * (tier == 2)
             + 0.20 * (tier == 0)
@@ -470,7 +470,8 @@ class _Simulation:
         return {
             "tier": tier,
             "cool": a,
-            "sudden": a * SUDDEN_EXIT[tier],
+            # households and partners often leave together
+            "sudden": a * SUDDEN_EXIT[tier] * (1 + 2 * np.minimum(contagion, 1.0)),
             "leave": expit(LEAVE_BASE + 0.5 * z),
             "consolidate": consolidate,
             "jump": np.log1p(self.consolidate_fraction * np.exp(np.minimum(gap, 30.0))),
