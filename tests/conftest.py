@@ -33,3 +33,14 @@ def realism_summary(realism_book: Path):
     from bookpulse.book.summary import summarize
 
     return summarize(realism_book)
+
+
+TRAINABLE = BookSpec(customers=2_500, months=24, seed=3, end_month="2026-10")
+
+
+@pytest.fixture(scope="session")
+def trainable_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,500 customers x 24 months: long enough for every spec's out-of-time split."""
+    out = tmp_path_factory.mktemp("books") / "trainable"
+    generate_book(TRAINABLE, out)
+    return out

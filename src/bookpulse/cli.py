@@ -301,6 +301,73 @@ def _print_training_sets(book: Path) -> None:
 
 
 @app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="churn, tier_upgrade, card_activation or all.")],
+    book: Annotated[
+        Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=0, help="LightGBM threads (0: all cores).")] = 0,
+) -> None:
+    """Train out of time from the model spec, evaluate on the latest closed months, log the
+    validation pack to MLflow and register the model as bookpulse-<model> (alias challenger).
+
+    Tracking goes to $BOOKPULSE_HOME/mlflow.db unless MLFLOW_TRACKING_URI is set."""
+    from bookpulse.specs import MODEL_NAMES, SpecError, load_model_specs
+
+    if model != "all" and model not in MODEL_NAMES:
+        raise _fail(f"unknown model {model!r}: use {', '.join(MODEL_NAMES)} or all")
+    settings = _settings()
+    book = book or settings.book_dir
+    try:
+        specs = load_model_specs()
+        chosen = list(specs.values()) if model == "all" else [specs[model]]
+        results = _train(book, settings.home, chosen, threads)
+    except (BookError, SpecError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    _print_results(results)
+
+
+def _train(book: Path, home: Path, specs, threads: int):
+    import logging
+    import warnings
+
+    from bookpulse.training.train import train_models
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+    with console.status("training") as status:
+        return train_models(book, home, specs, threads, progress=status.update)
+
+
+def _print_results(results) -> None:
+    table = Table(title="Trained (out-of-time test on the latest closed months)")
+    for col in (
+        "model",
+        "version",
+        "AUC",
+        "ceiling",
+        "gap",
+        "calibration error",
+        "lift top 10%",
+        "seconds",
+    ):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        m = r.metrics
+        table.add_row(
+            r.model,
+            f"{r.version} (challenger)",
+            f"{m['auc']:.3f}",
+            f"{m['ceiling_auc']:.3f}" if "ceiling_auc" in m else "-",
+            f"{m['gap_to_ceiling']:.3f}" if "gap_to_ceiling" in m else "-",
+            f"{m['ece']:.3f}",
+            f"{m['lift_top10']:.1f}x",
+            f"{r.seconds:.0f}",
+        )
+    console.print(table)
+
+
+@app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
     under $BOOKPULSE_HOME (default ./data), validated and summarised; the latest month's

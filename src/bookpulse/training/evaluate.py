@@ -1,0 +1,276 @@
+"""The validation pack: metrics a model owner reads, the plots behind them, a model card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+TOP_SHARES = (0.05, 0.10, 0.20)
+
+
+def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
+    """Largest gap between the score distributions of events and non-events."""
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(np.max(tpr - fpr))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Row-weighted mean |observed rate - mean probability| over equal-count bins."""
+    order = np.argsort(p, kind="stable")
+    groups = np.array_split(order, bins)
+    n = len(p)
+    return float(sum(len(g) / n * abs(y[g].mean() - p[g].mean()) for g in groups if len(g)))
+
+
+def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:
+    """Event rate in the top `share` of scores over the overall rate, and the share of all
+    events found there."""
+    k = max(1, int(round(share * len(p))))
+    top = np.argsort(-p, kind="stable")[:k]
+    rate = y.mean()
+    return float(y[top].mean() / rate), float(y[top].sum() / y.sum())
+
+
+def gains_table(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
+    """By decile of score (1 = highest): rows, events, event rate, mean probability, lift,
+    cumulative capture."""
+    order = np.argsort(-p, kind="stable")
+    decile = np.empty(len(p), dtype=int)
+    for i, idx in enumerate(np.array_split(order, 10)):
+        decile[idx] = i + 1
+    df = pd.DataFrame({"decile": decile, "y": y, "p": p})
+    g = df.groupby("decile").agg(rows=("y", "size"), events=("y", "sum"), mean_p=("p", "mean"))
+    g["event_rate"] = g["events"] / g["rows"]
+    g["lift"] = g["event_rate"] / y.mean()
+    g["cum_capture"] = g["events"].cumsum() / y.sum()
+    return g.reset_index()
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of `actual` against `expected`, on expected's deciles."""
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-6, None), np.clip(a, 1e-6, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    gains: pd.DataFrame
+    auc_by_month: dict[str, float]
+
+
+def evaluate(
+    y: np.ndarray,
+    p: np.ndarray,
+    months: pd.Series,
+    train_scores: np.ndarray,
+    truth: np.ndarray | None = None,
+) -> Evaluation:
+    """Every figure of the pack on the test rows. `truth`: the simulator's true probabilities
+    for the same rows (synthetic books only), for the ceiling."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    metrics = {
+        "auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "ks": ks_statistic(y, p),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "event_rate": float(y.mean()),
+        "mean_probability": float(p.mean()),
+        "psi_train_test": psi(train_scores, p),
+    }
+    for share in TOP_SHARES:
+        lift, capture = lift_and_capture(y, p, share)
+        metrics[f"lift_top{int(share * 100)}"] = lift
+        metrics[f"capture_top{int(share * 100)}"] = capture
+    by_month = {}
+    keys = pd.Series(months).dt.strftime("%Y-%m").to_numpy()
+    for m in sorted(set(keys)):
+        sel = keys == m
+        if 0 < y[sel].sum() < sel.sum():
+            by_month[m] = float(roc_auc_score(y[sel], p[sel]))
+    if by_month:
+        metrics["auc_month_min"] = min(by_month.values())
+        metrics["auc_month_max"] = max(by_month.values())
+    if truth is not None:
+        ok = ~np.isnan(truth)
+        metrics["ceiling_auc"] = float(roc_auc_score(y[ok], truth[ok]))
+        metrics["gap_to_ceiling"] = metrics["ceiling_auc"] - float(roc_auc_score(y[ok], p[ok]))
+    return Evaluation(metrics=metrics, gains=gains_table(y, p), auc_by_month=by_month)
+
+
+# --- plots -----------------------------------------------------------------------------
+
+
+def _figure(*grid: int, size: tuple[float, float] = (5, 5)):
+    """A figure of its own (no pyplot state), and its axes."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(*grid) if grid else fig.subplots()
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_pack(
+    out: Path,
+    title: str,
+    y: np.ndarray,
+    p: np.ndarray,
+    ev: Evaluation,
+    importance: pd.Series,
+    contributions: pd.DataFrame,
+    values: pd.DataFrame,
+) -> list[Path]:
+    """ROC, PR, calibration, gains/lift, feature importance and SHAP summary as PNGs."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = _figure()
+    fpr, tpr, _ = roc_curve(y, p)
+    ax.plot(fpr, tpr, label=f"model AUC {ev.metrics['auc']:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    if "ceiling_auc" in ev.metrics:
+        ax.set_title(f"{title}: ROC (ceiling {ev.metrics['ceiling_auc']:.3f})")
+    else:
+        ax.set_title(f"{title}: ROC")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right")
+    paths.append(_save(fig, out / "roc.png"))
+
+    fig, ax = _figure()
+    prec, rec, _ = precision_recall_curve(y, p)
+    ax.plot(rec, prec, label=f"PR-AUC {ev.metrics['pr_auc']:.3f}")
+    ax.axhline(y.mean(), linestyle="--", color="grey", label=f"base rate {y.mean():.1%}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"{title}: precision-recall")
+    ax.legend()
+    paths.append(_save(fig, out / "pr.png"))
+
+    fig, ax = _figure()
+    g = ev.gains.sort_values("mean_p")
+    ax.plot(g["mean_p"], g["event_rate"], "o-", label=f"ECE {ev.metrics['ece']:.3f}")
+    hi = max(g["mean_p"].max(), g["event_rate"].max()) * 1.05
+    ax.plot([0, hi], [0, hi], "--", color="grey")
+    ax.set_xlabel("mean predicted probability (decile)")
+    ax.set_ylabel("observed event rate")
+    ax.set_title(f"{title}: calibration")
+    ax.legend()
+    paths.append(_save(fig, out / "calibration.png"))
+
+    fig, ax = _figure(1, 2, size=(10, 4))
+    ax[0].bar(ev.gains["decile"], ev.gains["lift"])
+    ax[0].set_xlabel("score decile (1 = highest)")
+    ax[0].set_ylabel("lift")
+    ax[0].set_title("lift by decile")
+    ax[1].plot(np.arange(0, 11) * 10, [0, *ev.gains["cum_capture"]], "o-")
+    ax[1].plot([0, 100], [0, 1], "--", color="grey")
+    ax[1].set_xlabel("% of customers contacted (highest scores first)")
+    ax[1].set_ylabel("share of events captured")
+    ax[1].set_title("gains")
+    paths.append(_save(fig, out / "gains_lift.png"))
+
+    top = importance.sort_values().tail(20)
+    fig, ax = _figure(size=(6, 6))
+    ax.barh(top.index, top.to_numpy())
+    ax.set_xlabel("total gain")
+    ax.set_title(f"{title}: feature importance")
+    paths.append(_save(fig, out / "feature_importance.png"))
+
+    order = contributions.abs().mean().sort_values().tail(15).index
+    fig, ax = _figure(size=(7, 6))
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(order):
+        v = pd.to_numeric(values[name], errors="coerce") if name in values else None
+        if v is None or v.isna().all():
+            colour = np.full(len(contributions), 0.5)
+        else:
+            r = v.rank(pct=True)
+            colour = r.fillna(0.5).to_numpy()
+        ax.scatter(
+            contributions[name],
+            i + rng.uniform(-0.3, 0.3, len(contributions)),
+            c=colour,
+            cmap="coolwarm",
+            s=4,
+            alpha=0.6,
+        )
+    ax.set_yticks(range(len(order)), order)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("SHAP value (contribution to log-odds); colour: feature value, low to high")
+    ax.set_title(f"{title}: SHAP summary (sample)")
+    paths.append(_save(fig, out / "shap_summary.png"))
+    return paths
+
+
+def model_card(
+    spec_name: str,
+    description: str,
+    target: dict,
+    windows: dict[str, list[str]],
+    rows: dict[str, int],
+    rates: dict[str, float],
+    metrics: dict[str, float],
+    gates: dict,
+    book: str,
+) -> str:
+    """A markdown model card: what it predicts, for whom, on what data, how well, limits."""
+
+    def month_range(ms: list[str]) -> str:
+        return f"{ms[0]} .. {ms[-1]} ({len(ms)} months)"
+
+    lines = [
+        f"# Model card: {spec_name}",
+        "",
+        description.strip(),
+        "",
+        "## Target",
+        f"- event: {target['event']}",
+        f"- population: {target['population']}",
+        f"- early leavers: {target['leavers']}",
+        "",
+        "## Data",
+        f"- book: {book}",
+    ]
+    for part in ("train", "valid", "calibration", "test"):
+        lines.append(
+            f"- {part}: {month_range(windows[part])}, {rows[part]:,} rows, "
+            f"event rate {rates[part]:.2%}"
+        )
+    lines += ["", "## Out-of-time test metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    lines += [
+        "",
+        "## Gates",
+        f"- minimum AUC {gates['min_auc']}, maximum calibration error "
+        f"{gates['max_calibration_error']}, challenger may trail the champion by at most "
+        f"{gates['max_auc_drop']} AUC",
+        "",
+        "## Limits",
+        "- Trained out of time on the months above; performance drifts as the book changes "
+        "(watch PSI and the monthly AUCs).",
+        "- Probabilities are calibrated on the calibration window; campaigns that change "
+        "behaviour (the lists themselves) change the base rate.",
+        "- Scores rank customers within a month-end snapshot; they are not causal effects of "
+        "any action.",
+    ]
+    return "\n".join(lines) + "\n"

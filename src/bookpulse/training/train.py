@@ -1,0 +1,215 @@
+"""`bookpulse train`: fit each spec out of time, evaluate, track in MLflow, register.
+
+Every run logs the LightGBM parameters, spec and feature-set hashes, the data window, row counts
+and positive rates, the whole validation pack (metrics, gains table, plots, model card), the
+training data's lineage, and registers a pyfunc model as `bookpulse-<model>` with the alias
+`challenger`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from bookpulse.book import io
+from bookpulse.specs import ModelSpec, load_feature_catalog
+from bookpulse.training import tracking
+from bookpulse.training.dataset import KEYS, split_months, training_sets
+from bookpulse.training.evaluate import evaluate, model_card, plot_pack
+from bookpulse.training.fit import ScoringModel, fit_model, prepare
+
+SHAP_SAMPLE = 2_000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: str
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    seconds: float
+
+
+def feature_set_hash(spec: ModelSpec) -> str:
+    """Hash of the declared definitions of the features the spec uses."""
+    declared = load_feature_catalog().for_entity(spec.target.entity)
+    blob = json.dumps([declared[f].model_dump() for f in spec.features], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _truth_for(book: Path, spec: ModelSpec, rows: pd.DataFrame) -> np.ndarray | None:
+    """The simulator's true probabilities for these rows, if the book is synthetic.
+
+    Read only here, for the ceiling; never by features or fitting."""
+    if not (book / io.TRUTH_DIR).is_dir():
+        return None
+    if spec.target.kind == "card_activation":
+        truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
+        merged = rows[["card_id", "as_of"]].merge(truth, on=["card_id", "as_of"], how="left")
+        return merged["p_activate_30d"].to_numpy(float)
+    months = sorted(rows["as_of"].dt.strftime("%Y-%m").unique())
+    truth = io.read_truth(book, months).rename(columns={"month": "as_of"})
+    column = {"churn": "p_churn_3m", "tier_upgrade": "p_upgrade_3m"}[spec.target.kind]
+    merged = rows[["customer_id", "as_of"]].merge(truth, on=["customer_id", "as_of"], how="left")
+    return merged[column].to_numpy(float)
+
+
+def _contributions(model: ScoringModel, frame: pd.DataFrame) -> pd.DataFrame:
+    sample = frame.sample(min(SHAP_SAMPLE, len(frame)), random_state=0)
+    X = prepare(sample, model.features, model.categories)
+    contrib = model.booster.predict(
+        X, pred_contrib=True, num_iteration=model.best_iteration or None
+    )
+    return pd.DataFrame(contrib[:, :-1], columns=model.features), sample
+
+
+def train_and_log(
+    book: Path,
+    home: Path,
+    spec: ModelSpec,
+    data: pd.DataFrame,
+    threads: int = 0,
+) -> TrainResult:
+    """Fit, evaluate, log and register one model from its stacked training set `data`."""
+    started = time.perf_counter()
+    meta = io.read_meta(book)
+    windows = split_months(spec, meta["months"])
+    keys = data["as_of"].dt.strftime("%Y-%m")
+    parts = {name: data.loc[keys.isin(months)] for name, months in windows.items()}
+    label = spec.target.label
+    model = fit_model(spec, parts["train"], parts["valid"], parts["calibration"], threads)
+    test = parts["test"]
+    p_test = model.predict(test)
+    p_train = model.predict(parts["train"])
+    ev = evaluate(
+        test[label].to_numpy(), p_test, test["as_of"], p_train, _truth_for(book, spec, test)
+    )
+    tracking.configure(home)
+    exp = tracking.experiment_id(home, spec.registered_name)
+    rows = {k: len(v) for k, v in parts.items()}
+    rates = {k: float(v[label].mean()) for k, v in parts.items()}
+    with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name} {windows['test'][-1]}") as run:
+        mlflow.set_tags(
+            {
+                "model": spec.name,
+                "target": spec.target.kind,
+                "entity": spec.target.entity,
+                "book": str(Path(book).resolve()),
+                "book_seed": str(meta.get("seed")),
+                "book_generator": str(meta.get("generator")),
+            }
+        )
+        mlflow.log_params({f"lgb.{k}": v for k, v in spec.lightgbm.params.items()})
+        mlflow.log_params(
+            {
+                "num_boost_round": spec.lightgbm.num_boost_round,
+                "early_stopping_rounds": spec.lightgbm.early_stopping_rounds,
+                "best_iteration": model.best_iteration,
+                "spec_hash": spec.spec_hash,
+                "feature_set_hash": feature_set_hash(spec),
+                "n_features": len(spec.features),
+                "threads": threads,
+                "calibration": "platt",
+                **{f"window.{k}": f"{v[0]}..{v[-1]}" for k, v in windows.items()},
+                **{f"rows.{k}": n for k, n in rows.items()},
+                **{f"positive_rate.{k}": round(r, 6) for k, r in rates.items()},
+            }
+        )
+        mlflow.log_metrics(ev.metrics)
+        for month, auc in ev.auc_by_month.items():
+            mlflow.log_metric("auc_test_month", auc, step=int(month.replace("-", "")))
+        dataset = mlflow.data.from_pandas(
+            data[[KEYS[spec.target.entity], "as_of", label]],
+            source=str(Path(book).resolve()),
+            targets=label,
+            name=f"{spec.name}-training-set",
+        )
+        mlflow.log_input(dataset, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            importance = pd.Series(
+                model.booster.feature_importance("gain", iteration=model.best_iteration or None),
+                index=model.features,
+            )
+            contrib, sample = _contributions(model, test)
+            plot_pack(
+                out / "plots",
+                spec.name,
+                test[label].to_numpy(),
+                p_test,
+                ev,
+                importance,
+                contrib,
+                sample,
+            )
+            ev.gains.to_csv(out / "gains_by_decile.csv", index=False)
+            (out / "model_card.md").write_text(
+                model_card(
+                    spec.name,
+                    spec.description,
+                    spec.target.model_dump(),
+                    windows,
+                    rows,
+                    rates,
+                    ev.metrics,
+                    spec.gates.model_dump(),
+                    str(book),
+                )
+            )
+            (out / "spec.json").write_text(spec.model_dump_json(indent=2))
+            mlflow.log_artifacts(str(out), artifact_path="validation")
+            model_file = out / tracking.MODEL_FILE
+            model_file.write_text(model.to_json())
+            example = tracking.example_input(test, model.features)
+            signature = infer_signature(example, pd.DataFrame({"probability": p_test[:5]}))
+            import bookpulse
+
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=tracking.CalibratedProbability(),
+                artifacts={"scoring_model": str(model_file)},
+                code_paths=[str(Path(bookpulse.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=tracking.pip_requirements(),
+                registered_model_name=spec.registered_name,
+            )
+        version = str(info.registered_model_version)
+        MlflowClient().set_registered_model_alias(
+            spec.registered_name, tracking.CHALLENGER, version
+        )
+    return TrainResult(
+        model=spec.name,
+        run_id=run.info.run_id,
+        version=version,
+        metrics=ev.metrics,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def train_models(
+    book: Path,
+    home: Path,
+    specs: Sequence[ModelSpec],
+    threads: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[TrainResult]:
+    """Build the training sets once for all `specs`, then fit, log and register each."""
+    sets = training_sets(book, specs, progress=lambda m: progress and progress(f"features {m}"))
+    results = []
+    for spec in specs:
+        if progress:
+            progress(f"training {spec.name}")
+        results.append(train_and_log(book, home, spec, sets[spec.name], threads))
+    return results

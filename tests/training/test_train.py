@@ -1,0 +1,99 @@
+"""Training end to end on a small book: MLflow run, validation pack, registry, pyfunc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bookpulse.specs import load_model_specs
+from bookpulse.training import tracking
+from bookpulse.training.dataset import training_set
+from bookpulse.training.fit import ScoringModel
+from bookpulse.training.train import train_models
+
+
+@pytest.fixture(scope="module")
+def trained(trainable_book: Path, tmp_path_factory):
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")
+    home = tmp_path_factory.mktemp("home")
+    specs = load_model_specs()
+    results = train_models(trainable_book, home, list(specs.values()), threads=1)
+    return home, specs, {r.model: r for r in results}
+
+
+def test_every_model_is_tracked_under_home_not_mlruns(trained) -> None:
+    home, specs, results = trained
+    assert (home / "mlflow.db").is_file()
+    assert not Path("mlruns").exists()
+    client = MlflowClient(tracking.configure(home))
+    for name, spec in specs.items():
+        run = client.get_run(results[name].run_id)
+        assert run.data.tags["model"] == name
+        assert run.data.params["spec_hash"] == spec.spec_hash
+        assert run.data.params["window.test"].endswith(("2026-07", "2026-09"))
+        for metric in ("auc", "pr_auc", "ks", "brier", "ece", "lift_top10", "ceiling_auc"):
+            assert metric in run.data.metrics, (name, metric)
+        assert 0.5 < run.data.metrics["auc"] <= 1.0
+        assert run.inputs.dataset_inputs, "dataset lineage is logged"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
+        assert "validation/model_card.md" in artifacts
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "validation/plots")}
+        assert {
+            f"validation/plots/{p}.png"
+            for p in (
+                "roc",
+                "pr",
+                "calibration",
+                "gains_lift",
+                "feature_importance",
+                "shap_summary",
+            )
+        } <= plots
+        assert str(Path(run.info.artifact_uri.removeprefix("file://"))).startswith(
+            str(home.resolve())
+        )
+
+
+def test_registered_challenger_returns_calibrated_probabilities(trained, trainable_book) -> None:
+    home, specs, results = trained
+    tracking.configure(home)
+    spec = specs["churn"]
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(spec.registered_name, tracking.CHALLENGER)
+    assert str(version.version) == results["churn"].version
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{spec.registered_name}@challenger")
+    frame = training_set(trainable_book, spec, ["2026-01"])
+    payload = tracking.example_input(frame, spec.features, rows=200)
+    got = pyfunc.predict(payload)["probability"].to_numpy()
+    local = mlflow.artifacts.download_artifacts(f"models:/{spec.registered_name}@challenger")
+    model = ScoringModel.from_json(next(Path(local).rglob(tracking.MODEL_FILE)).read_text())
+    want = model.predict(frame.head(200))
+    assert np.allclose(got, want)
+    assert ((got > 0) & (got < 1)).all()
+    # calibration moves the level, never the order
+    raw = model.predict_raw(frame.head(200))
+    assert (np.argsort(raw, kind="stable") == np.argsort(want, kind="stable")).all()
+
+
+def test_a_second_run_registers_a_new_challenger_version(trained, trainable_book) -> None:
+    home, specs, results = trained
+    again = train_models(trainable_book, home, [specs["card_activation"]], threads=1)[0]
+    assert int(again.version) == int(results["card_activation"].version) + 1
+    tracking.configure(home)
+    alias = MlflowClient().get_model_version_by_alias(
+        specs["card_activation"].registered_name, tracking.CHALLENGER
+    )
+    assert str(alias.version) == again.version
+
+
+def test_a_book_too_short_for_the_split_is_refused(small_book: Path, tmp_path: Path) -> None:
+    from bookpulse.book.io import BookError
+
+    with pytest.raises(BookError, match="needs 19 labelled months"):
+        train_models(small_book, tmp_path, [load_model_specs()["churn"]])
