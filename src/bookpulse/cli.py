@@ -312,16 +312,12 @@ def train(
     validation pack to MLflow and register the model as bookpulse-<model> (alias challenger).
 
     Tracking goes to $BOOKPULSE_HOME/mlflow.db unless MLFLOW_TRACKING_URI is set."""
-    from bookpulse.specs import MODEL_NAMES, SpecError, load_model_specs
+    from bookpulse.specs import SpecError
 
-    if model != "all" and model not in MODEL_NAMES:
-        raise _fail(f"unknown model {model!r}: use {', '.join(MODEL_NAMES)} or all")
     settings = _settings()
     book = book or settings.book_dir
     try:
-        specs = load_model_specs()
-        chosen = list(specs.values()) if model == "all" else [specs[model]]
-        results = _train(book, settings.home, chosen, threads)
+        results = _train(book, settings.home, _specs_for(model), threads)
     except (BookError, SpecError, ValueError) as exc:
         raise _fail(str(exc)) from None
     _print_results(results)
@@ -365,6 +361,126 @@ def _print_results(results) -> None:
             f"{r.seconds:.0f}",
         )
     console.print(table)
+
+
+def _specs_for(model: str):
+    from bookpulse.specs import MODEL_NAMES, load_model_specs
+
+    if model != "all" and model not in MODEL_NAMES:
+        raise _fail(f"unknown model {model!r}: use {', '.join(MODEL_NAMES)} or all")
+    specs = load_model_specs()
+    return list(specs.values()) if model == "all" else [specs[model]]
+
+
+def _print_decisions(decisions) -> None:
+    table = Table(title="Promotion decisions")
+    for col in (
+        "model",
+        "outcome",
+        "challenger",
+        "champion before -> after",
+        "challenger AUC",
+        "champion AUC",
+        "calibration error",
+        "reason",
+    ):
+        table.add_column(col)
+    for d in decisions:
+        m = d.metrics
+        table.add_row(
+            d.model,
+            d.outcome,
+            d.challenger or "-",
+            f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
+            f"{m['challenger_auc']:.3f}" if "challenger_auc" in m else "-",
+            f"{m['champion_auc']:.3f}" if "champion_auc" in m else "-",
+            f"{m['challenger_ece']:.3f}" if "challenger_ece" in m else "-",
+            d.reason,
+        )
+    console.print(table)
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="churn, tier_upgrade, card_activation or all.")],
+    book: Annotated[
+        Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
+    ] = None,
+) -> None:
+    """Evaluate challenger and champion on the same latest out-of-time window and move the
+    champion alias only when the spec's gates pass (the first model: the absolute gates).
+    Every decision is recorded in MLflow (experiment bookpulse-promotions)."""
+    from bookpulse.training.registry import RegistryError
+    from bookpulse.training.registry import promote as promote_model
+
+    settings = _settings()
+    book = book or settings.book_dir
+    specs = _specs_for(model)
+    decisions = []
+    try:
+        with console.status("evaluating challenger and champion"):
+            for spec in specs:
+                decisions.append(promote_model(settings.home, book, spec))
+    except (BookError, RegistryError) as exc:
+        raise _fail(str(exc)) from None
+    _print_decisions(decisions)
+
+
+@app.command()
+def promotions(
+    model: Annotated[str, typer.Argument(help="churn, tier_upgrade or card_activation.")],
+) -> None:
+    """The history of promotion and rollback decisions for a model, newest first."""
+    from bookpulse.training.registry import history
+
+    spec = _specs_for(model)[0] if model != "all" else None
+    if spec is None:
+        raise _fail("name one model: churn, tier_upgrade or card_activation")
+    decisions = history(_settings().home, spec.name)
+    if not decisions:
+        console.print(f"no decisions recorded for {spec.name} yet: run `bookpulse promote`")
+        return
+    table = Table(title=f"Decisions for {spec.name}")
+    for col in (
+        "time",
+        "action",
+        "outcome",
+        "challenger",
+        "champion before -> after",
+        "challenger AUC",
+        "reason",
+    ):
+        table.add_column(col)
+    for d in decisions:
+        auc = d.metrics.get("challenger_auc")
+        table.add_row(
+            d.time,
+            d.action,
+            d.outcome,
+            d.challenger or "-",
+            f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
+            f"{auc:.3f}" if auc is not None else "-",
+            d.reason,
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="churn, tier_upgrade or card_activation.")],
+) -> None:
+    """Move the champion back to the previous champion, and record it."""
+    from bookpulse.training.registry import RegistryError
+    from bookpulse.training.registry import rollback as rollback_model
+
+    if model == "all":
+        raise _fail("name one model: churn, tier_upgrade or card_activation")
+    spec = _specs_for(model)[0]
+    try:
+        d = rollback_model(_settings().home, spec)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"[green]{spec.name}[/]: {d.reason}")
 
 
 @app.command()

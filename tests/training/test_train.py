@@ -97,3 +97,44 @@ def test_a_book_too_short_for_the_split_is_refused(small_book: Path, tmp_path: P
 
     with pytest.raises(BookError, match="needs 19 labelled months"):
         train_models(small_book, tmp_path, [load_model_specs()["churn"]])
+
+
+def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
+    from bookpulse.specs import GateSpec
+    from bookpulse.training import registry
+
+    home, specs, results = trained
+    lenient = GateSpec(min_auc=0.55, max_calibration_error=0.2, max_auc_drop=0.1)
+    strict = GateSpec(min_auc=0.999, max_calibration_error=0.2, max_auc_drop=0.1)
+    spec = specs["churn"].model_copy(update={"gates": lenient})
+    first = registry.promote(home, trainable_book, spec)
+    assert first.outcome == "promoted" and first.champion_before is None
+    assert first.champion_after == results["churn"].version
+    assert first.gates == {"min_auc": True, "max_calibration_error": True}
+    again = registry.promote(home, trainable_book, spec)
+    assert again.outcome == "unchanged"
+
+    v2 = train_models(trainable_book, home, [specs["churn"]], threads=1)[0].version
+    refused = registry.promote(
+        home, trainable_book, specs["churn"].model_copy(update={"gates": strict})
+    )
+    assert refused.outcome == "kept" and refused.champion_after == first.champion_after
+    assert "below the minimum 0.999" in refused.reason
+    # the same window and rows for both: both AUCs are recorded
+    assert {"challenger_auc", "champion_auc", "challenger_ece", "rows"} <= set(refused.metrics)
+    tracking.configure(home)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(spec.registered_name, tracking.CHAMPION)
+    assert str(champion.version) == first.champion_after
+
+    second = registry.promote(home, trainable_book, spec)
+    assert second.outcome == "promoted" and second.champion_after == v2
+    back = registry.rollback(home, spec)
+    assert back.champion_before == v2 and back.champion_after == first.champion_after
+    champion = client.get_model_version_by_alias(spec.registered_name, tracking.CHAMPION)
+    assert str(champion.version) == first.champion_after
+    with pytest.raises(registry.RegistryError, match="no earlier champion"):
+        registry.rollback(home, spec)
+
+    outcomes = [d.outcome for d in registry.history(home, "churn")]
+    assert outcomes == ["rolled_back", "promoted", "kept", "unchanged", "promoted"]

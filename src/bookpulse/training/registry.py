@@ -1,0 +1,246 @@
+"""Champion / challenger: gated promotion, its history, and rollback.
+
+Every decision (promotion, refusal, rollback) is an MLflow run in the experiment
+`bookpulse-promotions`, tagged with the model, so analysts see it beside the experiments and
+`bookpulse promotions MODEL` can list it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from bookpulse.book import io
+from bookpulse.specs import ModelSpec
+from bookpulse.training import tracking
+from bookpulse.training.dataset import split_months, training_set
+from bookpulse.training.evaluate import expected_calibration_error
+from bookpulse.training.fit import ScoringModel
+
+PROMOTIONS_EXPERIMENT = "bookpulse-promotions"
+
+
+class RegistryError(Exception):
+    """Nothing to promote or roll back; the message says what to do."""
+
+
+@dataclass
+class Decision:
+    model: str
+    action: str  # promote | rollback
+    outcome: str  # promoted | kept | rolled_back | unchanged
+    challenger: str | None
+    champion_before: str | None
+    champion_after: str | None
+    window: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    gates: dict[str, bool] = field(default_factory=dict)
+    reason: str = ""
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def _version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_scoring_model(name: str, version: str, threads: int = 0) -> ScoringModel:
+    """A registered version's ScoringModel, read from its artifact."""
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    found = next(Path(local).rglob(tracking.MODEL_FILE), None)
+    if found is None:
+        raise RegistryError(f"{name} version {version} has no {tracking.MODEL_FILE}")
+    return ScoringModel.from_json(found.read_text(), threads=threads)
+
+
+def _score(model: ScoringModel, frame, label: str) -> dict[str, float]:
+    p = model.predict(frame)
+    y = frame[label].to_numpy()
+    return {"auc": float(roc_auc_score(y, p)), "ece": expected_calibration_error(y, p)}
+
+
+def _record(home: Path, decision: Decision) -> None:
+    exp = tracking.experiment_id(home, PROMOTIONS_EXPERIMENT)
+    with mlflow.start_run(experiment_id=exp, run_name=f"{decision.action} {decision.model}"):
+        mlflow.set_tags(
+            {
+                "model": decision.model,
+                "action": decision.action,
+                "outcome": decision.outcome,
+                "challenger_version": decision.challenger or "",
+                "champion_before": decision.champion_before or "",
+                "champion_after": decision.champion_after or "",
+                "reason": decision.reason[:5000],
+                "decided_at": decision.time,
+            }
+        )
+        if decision.window:
+            mlflow.log_param("window", f"{decision.window[0]}..{decision.window[-1]}")
+        mlflow.log_metrics(decision.metrics)
+        mlflow.log_dict(decision.__dict__, "decision.json")
+
+
+def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
+    """Evaluate challenger and champion on the same latest out-of-time window; move the
+    champion alias only when the spec's gates pass. The decision is recorded either way."""
+    tracking.configure(home)
+    client = MlflowClient()
+    name = spec.registered_name
+    challenger = _version(client, name, tracking.CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"{name} has no challenger: run `bookpulse train {spec.name}` first")
+    champion = _version(client, name, tracking.CHAMPION)
+    window = split_months(spec, io.read_meta(book)["months"])["test"]
+    if challenger == champion:
+        decision = Decision(
+            spec.name,
+            "promote",
+            "unchanged",
+            challenger,
+            champion,
+            champion,
+            window,
+            reason="the challenger is already the champion",
+        )
+        _record(home, decision)
+        return decision
+    frame = training_set(book, spec, window)
+    label = spec.target.label
+    metrics = {
+        f"challenger_{k}": v
+        for k, v in _score(load_scoring_model(name, challenger), frame, label).items()
+    }
+    gates = {
+        "min_auc": metrics["challenger_auc"] >= spec.gates.min_auc,
+        "max_calibration_error": metrics["challenger_ece"] <= spec.gates.max_calibration_error,
+    }
+    if champion is not None:
+        metrics.update(
+            {
+                f"champion_{k}": v
+                for k, v in _score(load_scoring_model(name, champion), frame, label).items()
+            }
+        )
+        gates["max_auc_drop"] = (
+            metrics["challenger_auc"] >= metrics["champion_auc"] - spec.gates.max_auc_drop
+        )
+    metrics["rows"] = float(len(frame))
+    failed = [g for g, ok in gates.items() if not ok]
+    if failed:
+        reason = "; ".join(_explain(g, metrics, spec) for g in failed)
+        decision = Decision(
+            spec.name,
+            "promote",
+            "kept",
+            challenger,
+            champion,
+            champion,
+            window,
+            metrics,
+            gates,
+            reason,
+        )
+    else:
+        client.set_registered_model_alias(name, tracking.CHAMPION, challenger)
+        client.set_model_version_tag(name, challenger, "promoted_at", datetime.now(UTC).isoformat())
+        decision = Decision(
+            spec.name,
+            "promote",
+            "promoted",
+            challenger,
+            champion,
+            challenger,
+            window,
+            metrics,
+            gates,
+            "all gates passed",
+        )
+    _record(home, decision)
+    return decision
+
+
+def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
+    g = spec.gates
+    if gate == "min_auc":
+        return f"AUC {m['challenger_auc']:.3f} below the minimum {g.min_auc}"
+    if gate == "max_calibration_error":
+        return (
+            f"calibration error {m['challenger_ece']:.3f} above the maximum "
+            f"{g.max_calibration_error}"
+        )
+    return (
+        f"AUC {m['challenger_auc']:.3f} trails the champion's {m['champion_auc']:.3f} by "
+        f"more than {g.max_auc_drop}"
+    )
+
+
+def history(home: Path, model: str) -> list[Decision]:
+    """Every recorded decision for `model`, newest first."""
+    tracking.configure(home)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.model = '{model}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    out = []
+    for run in runs:
+        t = run.data.tags
+        window = run.data.params.get("window", "")
+        out.append(
+            Decision(
+                model=model,
+                action=t.get("action", ""),
+                outcome=t.get("outcome", ""),
+                challenger=t.get("challenger_version") or None,
+                champion_before=t.get("champion_before") or None,
+                champion_after=t.get("champion_after") or None,
+                window=window.split("..") if window else [],
+                metrics=dict(run.data.metrics),
+                reason=t.get("reason", ""),
+                time=t.get("decided_at", ""),
+            )
+        )
+    return out
+
+
+def rollback(home: Path, spec: ModelSpec) -> Decision:
+    """Move the champion alias back to the champion before the current one, and record it."""
+    tracking.configure(home)
+    client = MlflowClient()
+    name = spec.registered_name
+    current = _version(client, name, tracking.CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    previous = None
+    for d in history(home, spec.name):
+        if d.outcome == "promoted" and d.champion_after == current:
+            previous = d.champion_before
+            break
+    if previous is None:
+        raise RegistryError(f"{name} version {current} has no earlier champion to roll back to")
+    client.set_registered_model_alias(name, tracking.CHAMPION, previous)
+    decision = Decision(
+        spec.name,
+        "rollback",
+        "rolled_back",
+        None,
+        current,
+        previous,
+        [],
+        reason=f"champion moved back from version {current} to {previous}",
+    )
+    _record(home, decision)
+    return decision
