@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench lock clean
+.PHONY: install demo test lint bench lock clean ui
+
+BOOKPULSE_HOME ?= data
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,11 @@ install: $(STAMP)  ## create .venv and install the locked set
 
 demo: $(STAMP)  ## generate the default synthetic book and print its summary
 	$(BIN)/bookpulse demo
+
+ui: $(STAMP)  ## MLflow UI on the embedded store: experiments, runs, registry
+	@mkdir -p $(BOOKPULSE_HOME)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(BOOKPULSE_HOME))/mlflow.db \
+		--default-artifact-root $(abspath $(BOOKPULSE_HOME))/mlartifacts --host 127.0.0.1 --port 5000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -484,10 +484,42 @@ def rollback(
 
 
 @app.command()
+def runs(
+    model: Annotated[str, typer.Argument(help="churn, tier_upgrade or card_activation.")],
+    last: Annotated[int, typer.Option(min=1, max=50, help="How many recent runs.")] = 5,
+) -> None:
+    """A model's latest runs side by side: key metrics, and the parameters that differ."""
+    from bookpulse.training.runs import compare_runs
+
+    if model == "all":
+        raise _fail("name one model: churn, tier_upgrade or card_activation")
+    spec = _specs_for(model)[0]
+    metrics, diff = compare_runs(_settings().home, spec.registered_name, last)
+    if metrics.empty:
+        console.print(f"no runs for {spec.name} yet: run `bookpulse train {spec.name}`")
+        return
+    for title, frame in (("metrics", metrics), ("parameters that differ", diff)):
+        table = Table(title=f"{spec.name}: {title} (newest run first)")
+        table.add_column("")
+        for col in frame.columns:
+            table.add_column(col, justify="right")
+        for name, row in frame.iterrows():
+            table.add_row(
+                str(name),
+                *[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.to_numpy()],
+            )
+        if len(frame):
+            console.print(table)
+        else:
+            console.print(f"{spec.name}: no parameter differs between these runs")
+
+
+@app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
     under $BOOKPULSE_HOME (default ./data), validated and summarised; the latest month's
-    features; each model's training set."""
+    features; each model's training set; the three models trained, tracked in MLflow and
+    promoted when their gates pass."""
     from bookpulse.book.validate import format_problems, validate_book
 
     settings = _settings()
@@ -531,6 +563,18 @@ def demo() -> None:
         f"{files.customers}; {files.card_rows:,} new unused cards -> {files.cards}"
     )
     _print_training_sets(book)
+    from bookpulse.specs import load_model_specs
+    from bookpulse.training.registry import promote as promote_model
+
+    specs = list(load_model_specs().values())
+    _print_results(_train(book, settings.home, specs, threads=0))
+    with console.status("promoting: challenger against champion on the latest closed months"):
+        decisions = [promote_model(settings.home, book, spec) for spec in specs]
+    _print_decisions(decisions)
+    console.print(
+        "MLflow runs and the registry: [bold]make ui[/] (tracking store "
+        f"{settings.home / 'mlflow.db'})"
+    )
 
 
 if __name__ == "__main__":

@@ -138,3 +138,27 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
 
     outcomes = [d.outcome for d in registry.history(home, "churn")]
     assert outcomes == ["rolled_back", "promoted", "kept", "unchanged", "promoted"]
+
+
+def test_commands_for_analysts_and_model_owners(trained, tmp_path) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from bookpulse import cli
+
+    home, _, results = trained
+    cli.console = Console(width=200)
+    runner = CliRunner()
+    env = {"BOOKPULSE_HOME": str(home)}
+    res = runner.invoke(cli.app, ["runs", "churn", "--last", "3"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "ceiling_auc" in res.output and results["churn"].run_id[:8] in res.output
+    res = runner.invoke(cli.app, ["promotions", "churn"], env=env)
+    assert res.exit_code == 0 and "rolled_back" in res.output
+    empty = {"BOOKPULSE_HOME": str(tmp_path)}
+    res = runner.invoke(cli.app, ["promote", "churn", "--book", str(tmp_path)], env=empty)
+    assert res.exit_code == 2 and "bookpulse train churn" in res.output
+    res = runner.invoke(cli.app, ["rollback", "card_activation"], env=empty)
+    assert res.exit_code == 2 and "no champion" in res.output
+    res = runner.invoke(cli.app, ["train", "retention"], env=empty)
+    assert res.exit_code == 2 and "unknown model" in res.output

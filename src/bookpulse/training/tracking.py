@@ -8,6 +8,7 @@ at a real server instead. One experiment per model: `bookpulse-<model>`.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -52,19 +53,23 @@ def experiment_id(home: Path, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-class CalibratedProbability(mlflow.pyfunc.PythonModel):
-    """The registered artifact: a feature frame in, calibrated event probabilities out.
+with warnings.catch_warnings():
+    # MLflow suggests type hints on predict; the signature logged with the model is the contract.
+    warnings.simplefilter("ignore", UserWarning)
 
-    Categorical features may arrive as strings; they are mapped to the training levels
-    (unknown levels count as missing)."""
+    class CalibratedProbability(mlflow.pyfunc.PythonModel):
+        """The registered artifact: a feature frame in, calibrated event probabilities out.
 
-    def load_context(self, context) -> None:
-        text = Path(context.artifacts["scoring_model"]).read_text()
-        self.model = ScoringModel.from_json(text, threads=1)
+        Categorical features may arrive as strings; they are mapped to the training levels
+        (unknown levels count as missing)."""
 
-    def predict(self, context, model_input, params=None):
-        frame = pd.DataFrame(model_input)
-        return pd.DataFrame({"probability": self.model.predict(frame)})
+        def load_context(self, context) -> None:
+            text = Path(context.artifacts["scoring_model"]).read_text()
+            self.model = ScoringModel.from_json(text, threads=1)
+
+        def predict(self, context, model_input, params=None):
+            frame = pd.DataFrame(model_input)
+            return pd.DataFrame({"probability": self.model.predict(frame)})
 
 
 def example_input(frame: pd.DataFrame, features: list[str], rows: int = 5) -> pd.DataFrame:

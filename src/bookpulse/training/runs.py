@@ -1,0 +1,51 @@
+"""Runs side by side, for analysts: key metrics, and the parameters that differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from bookpulse.training import tracking
+
+KEY_METRICS = (
+    "auc",
+    "ceiling_auc",
+    "gap_to_ceiling",
+    "ece",
+    "brier",
+    "pr_auc",
+    "ks",
+    "lift_top10",
+    "capture_top10",
+    "psi_train_test",
+)
+
+
+def compare_runs(
+    home: Path, registered_name: str, last: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, differing params) for the latest `last` runs of a model's experiment, one
+    column per run, newest first."""
+    tracking.configure(home)
+    runs = mlflow.search_runs(
+        experiment_names=[registered_name],
+        order_by=["attributes.start_time DESC"],
+        max_results=last,
+    )
+    if runs.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    names = [f"{r[:8]}" for r in runs["run_id"]]
+    metric_cols = [f"metrics.{m}" for m in KEY_METRICS if f"metrics.{m}" in runs]
+    metrics = runs[metric_cols].T
+    metrics.index = [c.removeprefix("metrics.") for c in metric_cols]
+    metrics.columns = names
+    params = runs[[c for c in runs.columns if c.startswith("params.")]]
+    differ = [c for c in params.columns if params[c].astype(str).nunique(dropna=False) > 1]
+    diff = params[differ].T
+    diff.index = [c.removeprefix("params.") for c in differ]
+    diff.columns = names
+    started = runs["start_time"].dt.strftime("%Y-%m-%d %H:%M")
+    metrics.loc["started"] = started.to_numpy()
+    return metrics, diff
