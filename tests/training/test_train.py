@@ -162,3 +162,51 @@ def test_commands_for_analysts_and_model_owners(trained, tmp_path) -> None:
     assert res.exit_code == 2 and "no champion" in res.output
     res = runner.invoke(cli.app, ["train", "retention"], env=empty)
     assert res.exit_code == 2 and "unknown model" in res.output
+
+
+# --- behaviour: directions that must hold on a trained model -----------------------------
+
+
+def _champion_or_challenger(home: Path, spec) -> ScoringModel:
+    from bookpulse.training.registry import load_scoring_model
+
+    tracking.configure(home)
+    version = MlflowClient().get_model_version_by_alias(spec.registered_name, tracking.CHALLENGER)
+    return load_scoring_model(spec.registered_name, str(version.version))
+
+
+def test_more_products_lower_the_churn_score(trained, trainable_book) -> None:
+    home, specs, _ = trained
+    spec = specs["churn"]
+    model = _champion_or_challenger(home, spec)
+    frame = training_set(trainable_book, spec, ["2026-01"]).head(1500)
+    few = model.predict(frame.assign(products_held=np.int8(2)))
+    many = model.predict(frame.assign(products_held=np.int8(6)))
+    assert many.mean() < 0.8 * few.mean()
+
+
+def test_closer_to_the_next_tier_raises_the_upgrade_score(trained, trainable_book) -> None:
+    home, specs, _ = trained
+    spec = specs["tier_upgrade"]
+    model = _champion_or_challenger(home, spec)
+    frame = training_set(trainable_book, spec, ["2026-01"]).head(1500)
+    far = model.predict(frame.assign(dist_next_tier_log=2.0, dist_next_tier_pct=0.86))
+    close = model.predict(frame.assign(dist_next_tier_log=0.05, dist_next_tier_pct=0.05))
+    assert close.mean() > 2 * far.mean()
+
+
+def test_bulk_corporate_cards_score_lower(trained, trainable_book) -> None:
+    import pandas as pd
+
+    home, specs, _ = trained
+    spec = specs["card_activation"]
+    model = _champion_or_challenger(home, spec)
+    frame = training_set(trainable_book, spec, ["2025-06", "2025-07", "2025-08"])
+    levels = frame["issue_channel"].cat.categories
+    branch = model.predict(
+        frame.assign(issue_channel=pd.Categorical(["branch"] * len(frame), levels))
+    )
+    bulk = model.predict(
+        frame.assign(issue_channel=pd.Categorical(["bulk_corporate"] * len(frame), levels))
+    )
+    assert bulk.mean() < 0.8 * branch.mean()
