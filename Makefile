@@ -36,6 +36,7 @@ test: lint  ## ruff, then the whole test suite
 bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
 	$(BIN)/python benchmarks/generate_book.py
 	$(BIN)/python benchmarks/build_features.py
+	$(BIN)/python benchmarks/train_models.py
 
 lock: ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -210,3 +210,28 @@ def test_bulk_corporate_cards_score_lower(trained, trainable_book) -> None:
         frame.assign(issue_channel=pd.Categorical(["bulk_corporate"] * len(frame), levels))
     )
     assert bulk.mean() < 0.8 * branch.mean()
+
+
+def test_compare_experiments_notebook_runs(trained) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    home, _, _ = trained
+    path = Path(__file__).parents[2] / "notebooks" / "01-compare-experiments.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("BOOKPULSE_HOME")
+    os.environ["BOOKPULSE_HOME"] = str(home)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("BOOKPULSE_HOME", None)
+        else:
+            os.environ["BOOKPULSE_HOME"] = env_before
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(
+        str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs
+    )
+    assert "ceiling_auc" in text and "champion" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the plot is drawn"
