@@ -77,7 +77,7 @@ class Evaluation:
 def evaluate(
     y: np.ndarray,
     p: np.ndarray,
-    months: pd.Series,
+    months: pd.Series | None,
     train_scores: np.ndarray,
     truth: np.ndarray | None = None,
 ) -> Evaluation:
@@ -100,7 +100,11 @@ def evaluate(
         metrics[f"lift_top{int(share * 100)}"] = lift
         metrics[f"capture_top{int(share * 100)}"] = capture
     by_month = {}
-    keys = pd.Series(months).dt.strftime("%Y-%m").to_numpy()
+    keys = (
+        pd.to_datetime(pd.Series(months)).dt.strftime("%Y-%m").to_numpy()
+        if months is not None
+        else np.array([], dtype=object)
+    )
     for m in sorted(set(keys)):
         sel = keys == m
         if 0 < y[sel].sum() < sel.sum():

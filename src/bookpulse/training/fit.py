@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 
-from bookpulse.specs import ModelSpec
+from bookpulse.specs import LightGBMSpec, ModelSpec
 
 
 def prepare(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]):
@@ -96,29 +96,52 @@ def fit_model(
     threads: int = 0,
 ) -> ScoringModel:
     """Train on `train`, stop early on `valid`, calibrate on `calibration` (all out of time)."""
-    label = spec.target.label
-    for name, part in (("train", train), ("valid", valid), ("calibration", calibration)):
+    return fit_frames(
+        spec.name,
+        list(spec.features),
+        spec.target.label,
+        spec.lightgbm,
+        train,
+        valid,
+        calibration,
+        threads,
+    )
+
+
+def fit_frames(
+    name: str,
+    features: list[str],
+    label: str,
+    lgb_spec: LightGBMSpec,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    calibration: pd.DataFrame,
+    threads: int = 0,
+) -> ScoringModel:
+    """The recipe on any frames: LightGBM with early stopping on `valid`, Platt calibration
+    on `calibration`. Categorical features must have the `category` dtype."""
+    for part_name, part in (("train", train), ("valid", valid), ("calibration", calibration)):
         if part[label].nunique() < 2:
             raise ValueError(
-                f"{spec.name}: the {name} window has only one class of {label!r} "
-                f"({len(part)} rows); the book is too small or too short for this split"
+                f"{name}: the {part_name} window has only one class of {label!r} "
+                f"({len(part)} rows); the data is too small or too short for this split"
             )
-    categories = category_levels(train, spec.features)
-    params = {**spec.lightgbm.params, "num_threads": threads}
-    dtrain = lgb.Dataset(prepare(train, spec.features, categories), train[label].to_numpy())
+    categories = category_levels(train, features)
+    params = {**lgb_spec.params, "num_threads": threads}
+    dtrain = lgb.Dataset(prepare(train, features, categories), train[label].to_numpy())
     dvalid = lgb.Dataset(
-        prepare(valid, spec.features, categories), valid[label].to_numpy(), reference=dtrain
+        prepare(valid, features, categories), valid[label].to_numpy(), reference=dtrain
     )
     booster = lgb.train(
         params,
         dtrain,
-        num_boost_round=spec.lightgbm.num_boost_round,
+        num_boost_round=lgb_spec.num_boost_round,
         valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(spec.lightgbm.early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(lgb_spec.early_stopping_rounds, verbose=False)],
     )
     model = ScoringModel(
         booster=booster,
-        features=list(spec.features),
+        features=list(features),
         categories=categories,
         best_iteration=booster.best_iteration,
         threads=threads,
