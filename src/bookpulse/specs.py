@@ -89,6 +89,12 @@ class LightGBMSpec(_Strict):
     params: dict[str, float | int | str | bool]
     num_boost_round: int = Field(ge=10, le=20_000)
     early_stopping_rounds: int = Field(ge=5, le=1_000)
+    max_train_rows: int | None = Field(
+        default=None,
+        ge=10_000,
+        description="above this, non-events are sampled down (every event kept) and weighted "
+        "back, so a large book trains in minutes; calibration still sees every row",
+    )
 
 
 class SplitSpec(_Strict):

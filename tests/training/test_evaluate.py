@@ -65,3 +65,18 @@ def test_evaluate_reports_the_ceiling_and_monthly_aucs() -> None:
     assert {"pr_auc", "ks", "brier", "ece", "lift_top5", "capture_top20", "psi_train_test"} <= set(
         m
     )
+
+
+def test_downsampling_keeps_every_event_and_weights_back() -> None:
+    from bookpulse.training.fit import downsample
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(100_000) < 0.04).astype(int)
+    frame = pd.DataFrame({"y": y, "x": rng.random(100_000)})
+    small, w = downsample(frame, "y", 20_000)
+    assert len(small) <= 21_000 and small["y"].sum() == y.sum()
+    negatives = (small["y"] == 0).to_numpy()
+    assert w[negatives].sum() == pytest.approx((y == 0).sum(), rel=0.03)
+    assert (w[~negatives] == 1).all()
+    same, none = downsample(frame, "y", None)
+    assert same is frame and none is None

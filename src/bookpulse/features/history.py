@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bookpulse.book import io
-from bookpulse.domain import is_attrited
+from bookpulse.domain import AUM_PARTS, LOAN_PARTS, PRODUCT_FLAGS, is_attrited
 
 HISTORY_MONTHS = 13  # T and the 12 month-ends before it: enough for 12-month changes
 
@@ -36,22 +36,9 @@ PANEL_COLUMNS = [
     "complaints",
 ]
 MONTH_END_COLUMNS = [
-    "aum_current",
-    "aum_time_deposit",
-    "aum_wealth",
-    "aum_funds",
-    "aum_insurance",
-    "loan_mortgage",
-    "loan_consumer",
-    "loan_business",
-    "has_time_deposit",
-    "has_wealth",
-    "has_funds",
-    "has_insurance",
-    "has_credit_card",
-    "has_mobile_banking",
-    "has_payroll",
-    "has_loan",
+    *AUM_PARTS,
+    *LOAN_PARTS,
+    *PRODUCT_FLAGS,
     "external_assets_est",
 ]
 

@@ -88,6 +88,21 @@ def category_levels(frame: pd.DataFrame, features: list[str]) -> dict[str, list[
     }
 
 
+def downsample(
+    frame: pd.DataFrame, label: str, max_rows: int | None, seed: int = 42
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Keep every event and a random share of non-events so that at most `max_rows` remain;
+    non-events are weighted by the inverse share, so the loss is the full data's."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame, None
+    y = frame[label].to_numpy()
+    events = int(y.sum())
+    share = max(min((max_rows - events) / max(len(y) - events, 1), 1.0), 0.01)
+    keep = (y == 1) | (np.random.default_rng(seed).random(len(y)) < share)
+    weight = np.where(y[keep] == 1, 1.0, 1.0 / share)
+    return frame.loc[keep], weight
+
+
 def fit_model(
     spec: ModelSpec,
     train: pd.DataFrame,
@@ -128,7 +143,10 @@ def fit_frames(
             )
     categories = category_levels(train, features)
     params = {**lgb_spec.params, "num_threads": threads}
-    dtrain = lgb.Dataset(prepare(train, features, categories), train[label].to_numpy())
+    train, weight = downsample(train, label, lgb_spec.max_train_rows)
+    dtrain = lgb.Dataset(
+        prepare(train, features, categories), train[label].to_numpy(), weight=weight
+    )
     dvalid = lgb.Dataset(
         prepare(valid, features, categories), valid[label].to_numpy(), reference=dtrain
     )
