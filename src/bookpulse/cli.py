@@ -331,6 +331,7 @@ def _train(book: Path, home: Path, specs, threads: int):
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
     with console.status("training") as status:
         return train_models(book, home, specs, threads, progress=status.update)
 
@@ -509,6 +510,7 @@ def train_table_command(
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
     try:
         with console.status(f"training on {file}"):
             r = train_table(file, _settings().home, target, positive, time_col, drop or [], threads)
