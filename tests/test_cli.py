@@ -179,3 +179,12 @@ def test_features_build_default_location_and_clean_errors(tmp_path: Path, small_
     assert "not a month of the book" in res.output and "Traceback" not in res.output
     res = run("features", "build", "--as-of", "2026-10", "--book", str(tmp_path / "nobook"))
     assert res.exit_code == 2 and "book.json" in res.output
+
+
+def test_demo_does_not_replace_a_book_it_did_not_make(tmp_path: Path) -> None:
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "book.json").write_text('{"generator": "bank warehouse import", "months": []}')
+    res = run("demo", env={"BOOKPULSE_HOME": str(tmp_path)})
+    assert res.exit_code == 2 and "will not replace" in res.output
+    assert "warehouse" in (book / "book.json").read_text()

@@ -119,3 +119,10 @@ def test_training_set_refuses_months_without_labels(small_book: Path) -> None:
     spec = load_model_specs()["churn"]
     with pytest.raises(io.BookError, match="no labels for 2026-09"):
         training_set(small_book, spec, ["2026-09"])
+
+
+def test_a_horizon_the_labels_do_not_use_is_refused(tmp_path: Path) -> None:
+    d = _copy_models(tmp_path)
+    _edit(d / "churn.yaml", lambda s: s["target"].update(horizon_months=6))
+    with pytest.raises(SpecError, match="horizon_months must be 3"):
+        load_model_spec("churn", d)

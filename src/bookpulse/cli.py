@@ -318,7 +318,7 @@ def train(
     book = book or settings.book_dir
     try:
         results = _train(book, settings.home, _specs_for(model), threads)
-    except (BookError, SpecError, ValueError) as exc:
+    except (BookError, SpecError, ValueError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
     _print_results(results)
 
@@ -362,6 +362,14 @@ def _print_results(results) -> None:
             f"{r.seconds:.0f}",
         )
     console.print(table)
+
+
+def _service_errors() -> tuple[type[Exception], ...]:
+    """Errors from the tracking server, the registry or LightGBM: shown as a message."""
+    from lightgbm.basic import LightGBMError
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, LightGBMError)
 
 
 def _specs_for(model: str):
@@ -422,7 +430,9 @@ def promote(
         with console.status("evaluating challenger and champion"):
             for spec in specs:
                 decisions.append(promote_model(settings.home, book, spec))
-    except (BookError, RegistryError) as exc:
+    except (BookError, RegistryError, ValueError, KeyError, *_service_errors()) as exc:
+        if decisions:
+            _print_decisions(decisions)
         raise _fail(str(exc)) from None
     _print_decisions(decisions)
 
@@ -437,7 +447,10 @@ def promotions(
     spec = _specs_for(model)[0] if model != "all" else None
     if spec is None:
         raise _fail("name one model: churn, tier_upgrade or card_activation")
-    decisions = history(_settings().home, spec.name)
+    try:
+        decisions = history(_settings().home, spec.name)
+    except _service_errors() as exc:
+        raise _fail(str(exc)) from None
     if not decisions:
         console.print(f"no decisions recorded for {spec.name} yet: run `bookpulse promote`")
         return
@@ -479,7 +492,7 @@ def rollback(
     spec = _specs_for(model)[0]
     try:
         d = rollback_model(_settings().home, spec)
-    except RegistryError as exc:
+    except (RegistryError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
     console.print(f"[green]{spec.name}[/]: {d.reason}")
 
@@ -514,7 +527,7 @@ def train_table_command(
     try:
         with console.status(f"training on {file}"):
             r = train_table(file, _settings().home, target, positive, time_col, drop or [], threads)
-    except (TableError, ValueError) as exc:
+    except (TableError, ValueError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
     for col, why in r.excluded.items():
         console.print(f"[yellow]left out[/] {col}: {why}")
@@ -539,7 +552,10 @@ def runs(
     if model == "all":
         raise _fail("name one model: churn, tier_upgrade or card_activation")
     spec = _specs_for(model)[0]
-    metrics, diff = compare_runs(_settings().home, spec.registered_name, last)
+    try:
+        metrics, diff = compare_runs(_settings().home, spec.registered_name, last)
+    except _service_errors() as exc:
+        raise _fail(str(exc)) from None
     if metrics.empty:
         console.print(f"no runs for {spec.name} yet: run `bookpulse train {spec.name}`")
         return
@@ -585,8 +601,14 @@ def demo() -> None:
     if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
         console.print(f"[green]reusing[/] the demo book at {book} (same size, seed and months)")
     else:
-        if meta is not None or (book.exists() and any(book.iterdir())):
-            console.print(f"[yellow]replacing[/] the book at {book} with the demo book")
+        made_here = meta is not None and meta.get("generator") == "bookpulse.book.simulate"
+        if book.exists() and any(book.iterdir()) and not made_here:
+            raise _fail(
+                f"{book} holds a book the simulator did not make; the demo will not replace it. "
+                "Set BOOKPULSE_HOME to another folder for the demo."
+            )
+        if meta is not None:
+            console.print(f"[yellow]replacing[/] the synthetic book at {book} with the demo book")
         try:
             _generate(DEMO_CUSTOMERS, DEMO_MONTHS, DEMO_SEED, end_month, book, force=True)
         except (BookError, ValueError) as exc:

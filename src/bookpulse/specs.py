@@ -17,6 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bookpulse.config import get_settings
+from bookpulse.domain import (
+    ACTIVATION_WINDOW_DAYS,
+    CHURN_HORIZON_MONTHS,
+    UPGRADE_HORIZON_MONTHS,
+)
 
 Dtype = Literal["float64", "float32", "int8", "int16", "int32", "category"]
 Entity = Literal["customer", "card"]
@@ -196,6 +201,16 @@ def load_model_spec(
         spec = ModelSpec.model_validate(_load_yaml(path))
     except ValidationError as exc:
         raise _explain(path, exc) from None
+    fixed = {
+        "churn": ("horizon_months", CHURN_HORIZON_MONTHS),
+        "tier_upgrade": ("horizon_months", UPGRADE_HORIZON_MONTHS),
+        "card_activation": ("horizon_days", ACTIVATION_WINDOW_DAYS),
+    }[spec.target.kind]
+    if getattr(spec.target, fixed[0]) != fixed[1]:
+        raise SpecError(
+            f"{path}: target.{fixed[0]} must be {fixed[1]} for {spec.target.kind}: the labels "
+            "(bookpulse/labels.py and bookpulse/domain.py) are defined with that window"
+        )
     catalog = catalog or load_feature_catalog()
     declared = catalog.for_entity(spec.target.entity)
     missing = [f for f in spec.features if f not in declared]

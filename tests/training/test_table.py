@@ -89,3 +89,36 @@ def test_train_table_stratified_and_clear_errors(extract: Path, tmp_path: Path) 
         train_table(extract, tmp_path, "Churn")
     with pytest.raises(TableError, match="no row has target value"):
         train_table(extract, tmp_path, "Exited", positive="maybe")
+
+
+@pytest.mark.parametrize("periods", [4, 5, 6, 7, 9, 12])
+def test_out_of_time_split_gives_every_part_whole_periods(periods: int) -> None:
+    from bookpulse.training.table import split
+
+    df = pd.DataFrame({"when": np.repeat(np.arange(periods), 50)})
+    parts, _ = split(df, np.zeros(len(df), dtype=int), "when")
+    assert all(len(v) > 0 for v in parts.values())
+    seen = {k: set(df["when"].iloc[v]) for k, v in parts.items()}
+    order = ["train", "valid", "calibration", "test"]
+    assert all(max(seen[a]) < min(seen[b]) for a, b in zip(order, order[1:], strict=False))
+
+
+def test_identifier_names_and_text_levels() -> None:
+    from bookpulse.training.table import _as_model_frame, choose_features
+
+    n = 200
+    df = pd.DataFrame(
+        {
+            "CustomerId": np.arange(1000, 1000 + n)[::-1],
+            "customer_no": np.arange(n) * 7,
+            "amount_paid": np.arange(n) * 1.5,
+            "valid": np.arange(n) % 3,
+            "flag": pd.Series([True, False, None] * 66 + [True, False], dtype="object"),
+        }
+    )
+    features, excluded = choose_features(df, [])
+    assert {"CustomerId", "customer_no"} <= set(excluded)
+    assert {"amount_paid", "valid", "flag"} <= set(features)
+    frame = _as_model_frame(df, ["flag"])
+    assert list(frame["flag"].cat.categories) == ["False", "True"]
+    assert frame["flag"].notna().sum() == 134

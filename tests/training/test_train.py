@@ -135,6 +135,10 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
     assert str(champion.version) == first.champion_after
     with pytest.raises(registry.RegistryError, match="no earlier champion"):
         registry.rollback(home, spec)
+    # the rolled-back version is no longer the challenger: promote cannot bring it back
+    assert "no longer the challenger" in back.reason
+    with pytest.raises(registry.RegistryError, match="no challenger"):
+        registry.promote(home, trainable_book, spec)
 
     outcomes = [d.outcome for d in registry.history(home, "churn")]
     assert outcomes == ["rolled_back", "promoted", "kept", "unchanged", "promoted"]
@@ -167,18 +171,19 @@ def test_commands_for_analysts_and_model_owners(trained, tmp_path) -> None:
 # --- behaviour: directions that must hold on a trained model -----------------------------
 
 
-def _champion_or_challenger(home: Path, spec) -> ScoringModel:
+def _trained_model(trained, name: str) -> ScoringModel:
+    """The version the fixture trained (aliases move as the promotion tests run)."""
     from bookpulse.training.registry import load_scoring_model
 
+    home, specs, results = trained
     tracking.configure(home)
-    version = MlflowClient().get_model_version_by_alias(spec.registered_name, tracking.CHALLENGER)
-    return load_scoring_model(spec.registered_name, str(version.version))
+    return load_scoring_model(specs[name].registered_name, results[name].version)
 
 
 def test_more_products_lower_the_churn_score(trained, trainable_book) -> None:
     home, specs, _ = trained
     spec = specs["churn"]
-    model = _champion_or_challenger(home, spec)
+    model = _trained_model(trained, "churn")
     frame = training_set(trainable_book, spec, ["2026-01"]).head(1500)
     few = model.predict(frame.assign(products_held=np.int8(2)))
     many = model.predict(frame.assign(products_held=np.int8(6)))
@@ -188,7 +193,7 @@ def test_more_products_lower_the_churn_score(trained, trainable_book) -> None:
 def test_closer_to_the_next_tier_raises_the_upgrade_score(trained, trainable_book) -> None:
     home, specs, _ = trained
     spec = specs["tier_upgrade"]
-    model = _champion_or_challenger(home, spec)
+    model = _trained_model(trained, "tier_upgrade")
     frame = training_set(trainable_book, spec, ["2026-01"]).head(1500)
     far = model.predict(frame.assign(dist_next_tier_log=2.0, dist_next_tier_pct=0.86))
     close = model.predict(frame.assign(dist_next_tier_log=0.05, dist_next_tier_pct=0.05))
@@ -200,7 +205,7 @@ def test_bulk_corporate_cards_score_lower(trained, trainable_book) -> None:
 
     home, specs, _ = trained
     spec = specs["card_activation"]
-    model = _champion_or_challenger(home, spec)
+    model = _trained_model(trained, "card_activation")
     frame = training_set(trainable_book, spec, ["2025-06", "2025-07", "2025-08"])
     levels = frame["issue_channel"].cat.categories
     branch = model.predict(

@@ -29,7 +29,10 @@ def prepare(frame: pd.DataFrame, features: list[str], categories: dict[str, list
         raise KeyError(f"features missing from the input: {', '.join(missing)}")
     X = frame[features].copy()
     for name, levels in categories.items():
-        X[name] = pd.Categorical(X[name].astype("object"), categories=levels)
+        col = X[name]
+        if isinstance(col.dtype, pd.CategoricalDtype) and list(col.cat.categories) == levels:
+            continue
+        X[name] = pd.Categorical(col.astype("string"), categories=levels)
     return X
 
 

@@ -232,15 +232,14 @@ def rollback(home: Path, spec: ModelSpec) -> Decision:
     if previous is None:
         raise RegistryError(f"{name} version {current} has no earlier champion to roll back to")
     client.set_registered_model_alias(name, tracking.CHAMPION, previous)
+    client.set_model_version_tag(name, current, "rolled_back_at", datetime.now(UTC).isoformat())
+    reason = f"champion moved back from version {current} to {previous}"
+    if _version(client, name, tracking.CHALLENGER) == current:
+        # otherwise the next `promote` would put the rolled-back version straight back
+        client.delete_registered_model_alias(name, tracking.CHALLENGER)
+        reason += f"; version {current} is no longer the challenger"
     decision = Decision(
-        spec.name,
-        "rollback",
-        "rolled_back",
-        None,
-        current,
-        previous,
-        [],
-        reason=f"champion moved back from version {current} to {previous}",
+        spec.name, "rollback", "rolled_back", None, current, previous, [], reason=reason
     )
     _record(home, decision)
     return decision

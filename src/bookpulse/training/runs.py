@@ -31,6 +31,7 @@ def compare_runs(
     tracking.configure(home)
     runs = mlflow.search_runs(
         experiment_names=[registered_name],
+        filter_string="attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=last,
     )

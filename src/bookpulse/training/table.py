@@ -40,7 +40,9 @@ TABLE_LGB = LightGBMSpec(
     num_boost_round=3000,
     early_stopping_rounds=150,
 )
-_ID_NAME = re.compile(r"(^|_)(id|no|number|key|uuid|name|surname|phone|email)$|id$", re.I)
+_ID_WORDS = r"(id|no|number|key|uuid|name|surname|phone|email)"
+_ID_NAME = re.compile(rf"(^|[_\s-]){_ID_WORDS}$", re.I)
+_ID_CAMEL = re.compile(r"[a-z0-9](Id|ID|No|Number|Key|Name)$")
 
 
 class TableError(Exception):
@@ -74,6 +76,9 @@ def target_vector(column: pd.Series, positive: str | None) -> np.ndarray:
     """1 where the row is the event. Without `positive`, the column must be 0/1 or true/false."""
     if positive is not None:
         y = column.astype(str) == str(positive)
+        number = pd.to_numeric(pd.Series([positive]), errors="coerce").iloc[0]
+        if not y.any() and pd.api.types.is_numeric_dtype(column) and not pd.isna(number):
+            y = column == number  # --positive 1 on a column read as 1.0
         if not y.any():
             seen = ", ".join(map(str, column.dropna().unique()[:10]))
             raise TableError(f"no row has target value {positive!r} (values: {seen})")
@@ -98,7 +103,7 @@ def choose_features(df: pd.DataFrame, drop: list[str]) -> tuple[list[str], dict[
         textual = not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         if unique <= 1:
             excluded[col] = "constant"
-        elif _ID_NAME.search(str(col)) and unique > 0.5 * n:
+        elif (_ID_NAME.search(str(col)) or _ID_CAMEL.search(str(col))) and unique > 0.5 * n:
             excluded[col] = "looks like an identifier (name and mostly unique values)"
         elif textual and unique > 0.5 * n:
             excluded[col] = "text with mostly unique values (an identifier or free text)"
@@ -116,7 +121,8 @@ def _as_model_frame(df: pd.DataFrame, features: list[str]) -> pd.DataFrame:
         if pd.api.types.is_bool_dtype(s):
             out[col] = s.astype("float64")
         elif not pd.api.types.is_numeric_dtype(s):
-            out[col] = s.astype("object").astype("category")
+            # levels as text, whatever the reader made of them (bools, dates, mixed objects)
+            out[col] = s.astype("string").astype("category")
     return out
 
 
@@ -130,10 +136,19 @@ def split(
         if t.isna().all():
             t = df[time_col]
         periods = np.sort(pd.unique(t.dropna()))
-        if len(periods) < 4:
-            raise TableError(f"--time-col {time_col} needs at least 4 distinct periods")
-        cuts = np.quantile(np.arange(len(periods)), [0.6, 0.7, 0.8]).round().astype(int)
-        bounds = periods[cuts]
+        n = len(periods)
+        if n < 4:
+            raise TableError(f"--time-col {time_col} needs at least 4 distinct periods, has {n}")
+        # whole periods: the latest ~20% for test, ~10% calibration, ~10% valid, at least one each
+        n_test = max(1, round(0.2 * n))
+        n_cal = max(1, round(0.1 * n))
+        n_valid = max(1, round(0.1 * n))
+        first_test = n - n_test
+        bounds = [
+            periods[first_test - n_cal - n_valid],
+            periods[first_test - n_cal],
+            periods[first_test],
+        ]
         parts = {
             "train": idx[(t < bounds[0]).to_numpy()],
             "valid": idx[((t >= bounds[0]) & (t < bounds[1])).to_numpy()],
@@ -160,6 +175,9 @@ def train_table(
     for col in [target, time_col, *(drop or [])]:
         if col is not None and col not in df:
             raise TableError(f"{path} has no column {col!r}; columns: {', '.join(df.columns)}")
+    unknown = df[target].isna()
+    if unknown.any():
+        df = df.loc[~unknown].reset_index(drop=True)
     y = target_vector(df[target], positive)
     if y.sum() < 20 or (1 - y).sum() < 20:
         raise TableError(f"the target has {y.sum()} events in {len(y)} rows: too few to learn")

@@ -89,5 +89,15 @@ def pip_requirements() -> list[str]:
 
     return [
         f"{name}=={version(name)}"
-        for name in ("lightgbm", "numpy", "pandas", "scikit-learn", "scipy", "mlflow")
+        for name in (
+            "lightgbm",
+            "numpy",
+            "pandas",
+            "scikit-learn",
+            "scipy",
+            "mlflow",
+            "pydantic",
+            "pydantic-settings",
+            "pyyaml",
+        )
     ]

@@ -88,6 +88,11 @@ def train_and_log(
     keys = data["as_of"].dt.strftime("%Y-%m")
     parts = {name: data.loc[keys.isin(months)] for name, months in windows.items()}
     label = spec.target.label
+    if parts["test"][label].nunique() < 2:
+        raise ValueError(
+            f"{spec.name}: the test window {windows['test'][0]}..{windows['test'][-1]} has only "
+            f"one class of {label!r}; the book is too small for this split"
+        )
     model = fit_model(spec, parts["train"], parts["valid"], parts["calibration"], threads)
     test = parts["test"]
     p_test = model.predict(test)
