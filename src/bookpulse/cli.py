@@ -256,7 +256,7 @@ def features_build(
     )
 
 
-def _print_training_sets(book: Path) -> None:
+def _print_training_sets(book: Path) -> dict:
     from bookpulse.specs import load_model_specs
     from bookpulse.training.dataset import split_months, training_sets
 
@@ -298,6 +298,7 @@ def _print_training_sets(book: Path) -> None:
             " / ".join(str(len(v)) for v in split.values()),
         )
     console.print(table)
+    return sets
 
 
 @app.command()
@@ -323,7 +324,7 @@ def train(
     _print_results(results)
 
 
-def _train(book: Path, home: Path, specs, threads: int):
+def _train(book: Path, home: Path, specs, threads: int, sets=None):
     import logging
     import warnings
 
@@ -333,7 +334,7 @@ def _train(book: Path, home: Path, specs, threads: int):
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
     with console.status("training") as status:
-        return train_models(book, home, specs, threads, progress=status.update)
+        return train_models(book, home, specs, threads, progress=status.update, sets=sets)
 
 
 def _print_results(results) -> None:
@@ -629,12 +630,12 @@ def demo() -> None:
         f"\n[green]features as of {latest}[/]: {files.customer_rows:,} active customers -> "
         f"{files.customers}; {files.card_rows:,} new unused cards -> {files.cards}"
     )
-    _print_training_sets(book)
+    sets = _print_training_sets(book)
     from bookpulse.specs import load_model_specs
     from bookpulse.training.registry import promote as promote_model
 
     specs = list(load_model_specs().values())
-    _print_results(_train(book, settings.home, specs, threads=0))
+    _print_results(_train(book, settings.home, specs, threads=0, sets=sets))
     with console.status("promoting: challenger against champion on the latest closed months"):
         decisions = [promote_model(settings.home, book, spec) for spec in specs]
     _print_decisions(decisions)

@@ -209,9 +209,15 @@ def train_models(
     specs: Sequence[ModelSpec],
     threads: int = 0,
     progress: Callable[[str], None] | None = None,
+    sets: dict[str, pd.DataFrame] | None = None,
 ) -> list[TrainResult]:
-    """Build the training sets once for all `specs`, then fit, log and register each."""
-    sets = training_sets(book, specs, progress=lambda m: progress and progress(f"features {m}"))
+    """Build the training sets once for all `specs` (unless given), then fit, log and register
+    each. The tracking store is reached first, so an unreachable server fails at once."""
+    tracking.configure(home)
+    for spec in specs:
+        tracking.experiment_id(home, spec.registered_name)
+    if sets is None:
+        sets = training_sets(book, specs, progress=lambda m: progress and progress(f"features {m}"))
     results = []
     for spec in specs:
         if progress:
