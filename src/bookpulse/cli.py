@@ -324,15 +324,20 @@ def train(
     _print_results(results)
 
 
-def _train(book: Path, home: Path, specs, threads: int, sets=None):
+def _quiet_mlflow() -> None:
+    """MLflow's info logs and advice warnings would bury the command's own output."""
     import logging
     import warnings
-
-    from bookpulse.training.train import train_models
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+
+
+def _train(book: Path, home: Path, specs, threads: int, sets=None):
+    from bookpulse.training.train import train_models
+
+    _quiet_mlflow()
     with console.status("training") as status:
         return train_models(book, home, specs, threads, progress=status.update, sets=sets)
 
@@ -517,14 +522,9 @@ def train_table_command(
     (experiment bookpulse-table-<file name>). Strings become categoricals; identifier-like
     columns are left out with a notice; the split is out of time with --time-col, otherwise
     stratified."""
-    import logging
-    import warnings
-
     from bookpulse.training.table import TableError, train_table
 
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="mlflow")
-    warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+    _quiet_mlflow()
     try:
         with console.status(f"training on {file}"):
             r = train_table(file, _settings().home, target, positive, time_col, drop or [], threads)

@@ -61,6 +61,23 @@ class ScoringModel:
         """Calibrated probability of the event for each row."""
         return self.calibrate(self.predict_raw(frame))
 
+    def gain_importance(self) -> pd.Series:
+        """Total gain of each feature over the trees used."""
+        gain = self.booster.feature_importance("gain", iteration=self.best_iteration or None)
+        return pd.Series(gain, index=self.features)
+
+    def shap_sample(
+        self, frame: pd.DataFrame, rows: int = 2_000
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """TreeSHAP contributions (log-odds) on a fixed random sample of `frame`, and the sample."""
+        sample = frame.sample(min(rows, len(frame)), random_state=0)
+        contrib = self.booster.predict(
+            prepare(sample, self.features, self.categories),
+            pred_contrib=True,
+            num_iteration=self.best_iteration or None,
+        )
+        return pd.DataFrame(contrib[:, :-1], columns=self.features, index=sample.index), sample
+
     def to_json(self) -> str:
         return json.dumps(
             {

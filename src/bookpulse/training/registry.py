@@ -7,6 +7,7 @@ Every decision (promotion, refusal, rollback) is an MLflow run in the experiment
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +55,12 @@ def _version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 def load_scoring_model(name: str, version: str, threads: int = 0) -> ScoringModel:
     """A registered version's ScoringModel, read from its artifact."""
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
-    found = next(Path(local).rglob(tracking.MODEL_FILE), None)
-    if found is None:
-        raise RegistryError(f"{name} version {version} has no {tracking.MODEL_FILE}")
-    return ScoringModel.from_json(found.read_text(), threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        found = next(Path(local).rglob(tracking.MODEL_FILE), None)
+        if found is None:
+            raise RegistryError(f"{name} version {version} has no {tracking.MODEL_FILE}")
+        return ScoringModel.from_json(found.read_text(), threads=threads)
 
 
 def _score(model: ScoringModel, frame, label: str) -> dict[str, float]:

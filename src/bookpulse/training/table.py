@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from bookpulse.specs import LightGBMSpec
 from bookpulse.training import tracking
 from bookpulse.training.evaluate import evaluate, plot_pack
-from bookpulse.training.fit import fit_frames, prepare
+from bookpulse.training.fit import fit_frames
 
 LABEL = "__target__"
 TABLE_LGB = LightGBMSpec(
@@ -234,24 +234,15 @@ def train_table(
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            importance = pd.Series(
-                model.booster.feature_importance("gain", iteration=model.best_iteration or None),
-                index=features,
-            )
-            sample = test.sample(min(2000, len(test)), random_state=0)
-            contrib = model.booster.predict(
-                prepare(sample, features, model.categories),
-                pred_contrib=True,
-                num_iteration=model.best_iteration or None,
-            )
+            contrib, sample = model.shap_sample(test)
             plot_pack(
                 out / "plots",
                 name,
                 test[LABEL].to_numpy(),
                 p_test,
                 ev,
-                importance,
-                pd.DataFrame(contrib[:, :-1], columns=features),
+                model.gain_importance(),
+                contrib,
                 sample,
             )
             ev.gains.to_csv(out / "gains_by_decile.csv", index=False)

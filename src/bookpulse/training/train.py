@@ -27,9 +27,7 @@ from bookpulse.specs import ModelSpec, load_feature_catalog
 from bookpulse.training import tracking
 from bookpulse.training.dataset import KEYS, split_months, training_sets
 from bookpulse.training.evaluate import evaluate, model_card, plot_pack
-from bookpulse.training.fit import ScoringModel, fit_model, prepare
-
-SHAP_SAMPLE = 2_000
+from bookpulse.training.fit import fit_model
 
 
 @dataclass(frozen=True)
@@ -63,15 +61,6 @@ def _truth_for(book: Path, spec: ModelSpec, rows: pd.DataFrame) -> np.ndarray | 
     column = {"churn": "p_churn_3m", "tier_upgrade": "p_upgrade_3m"}[spec.target.kind]
     merged = rows[["customer_id", "as_of"]].merge(truth, on=["customer_id", "as_of"], how="left")
     return merged[column].to_numpy(float)
-
-
-def _contributions(model: ScoringModel, frame: pd.DataFrame) -> pd.DataFrame:
-    sample = frame.sample(min(SHAP_SAMPLE, len(frame)), random_state=0)
-    X = prepare(sample, model.features, model.categories)
-    contrib = model.booster.predict(
-        X, pred_contrib=True, num_iteration=model.best_iteration or None
-    )
-    return pd.DataFrame(contrib[:, :-1], columns=model.features), sample
 
 
 def train_and_log(
@@ -143,18 +132,14 @@ def train_and_log(
         mlflow.log_input(dataset, context="training")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            importance = pd.Series(
-                model.booster.feature_importance("gain", iteration=model.best_iteration or None),
-                index=model.features,
-            )
-            contrib, sample = _contributions(model, test)
+            contrib, sample = model.shap_sample(test)
             plot_pack(
                 out / "plots",
                 spec.name,
                 test[label].to_numpy(),
                 p_test,
                 ev,
-                importance,
+                model.gain_importance(),
                 contrib,
                 sample,
             )
