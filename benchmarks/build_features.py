@@ -32,8 +32,9 @@ def _ensure_book(path: Path, customers: int) -> None:
     from bookpulse.book.simulate import BookSpec, generate_book
 
     print(f"  (generating a {customers:,}-customer book in {path})", flush=True)
-    generate_book(BookSpec(customers=customers, months=24, seed=42, end_month=END), path,
-                  force=True)
+    generate_book(
+        BookSpec(customers=customers, months=24, seed=42, end_month=END), path, force=True
+    )
 
 
 def _stage(stage: str, book: Path) -> None:
@@ -64,7 +65,9 @@ def _stage(stage: str, book: Path) -> None:
 def _measure(stage: str, book: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--stage", stage, "--book", str(book)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -40,14 +40,19 @@ def main() -> None:
     sets = training_sets(book, specs)
     t_sets = time.perf_counter() - started
     print(f"train all three: {args.customers:,} customers x 24 months")
-    print(f"  training sets      {t_sets:,.1f} s  "
-          + ", ".join(f"{k} {len(v):,} rows" for k, v in sets.items()))
+    print(
+        f"  training sets      {t_sets:,.1f} s  "
+        + ", ".join(f"{k} {len(v):,} rows" for k, v in sets.items())
+    )
     for spec in specs:
         r = train_and_log(book, home, spec, sets[spec.name], threads=2)
         m = r.metrics
-        print(f"  {spec.name:16s}   {r.seconds:,.1f} s  AUC {m['auc']:.3f}  ceiling "
-              f"{m.get('ceiling_auc', float('nan')):.3f}  gap {m.get('gap_to_ceiling', 0):.3f}  "
-              f"ECE {m['ece']:.3f}")
+        print(
+            f"  {spec.name:16s}   {r.seconds:,.1f} s  AUC {m['auc']:.3f}  ceiling "
+            f"{m.get('ceiling_auc', float('nan')):.3f}  gap {m.get('gap_to_ceiling', 0):.3f}  "
+            f"ECE {m['ece']:.3f} (noise {m['ece_noise']:.3f}, vs truth "
+            f"{m.get('ece_truth', float('nan')):.3f})"
+        )
     total = time.perf_counter() - started
     print(f"  total              {total:,.1f} s   (target <= 600 s)")
     if args.workdir is None:

@@ -93,7 +93,14 @@ def test_split_is_out_of_time_and_ends_at_the_last_labelled_month() -> None:
     assert split["test"] == ["2026-05", "2026-06", "2026-07"]  # 2026-07 + 3 months = 2026-10
     order = split["train"] + split["valid"] + split["calibration"] + split["test"]
     assert order == sorted(order) and len(set(order)) == len(order)
-    assert [len(split[k]) for k in ("train", "valid", "calibration", "test")] == [12, 2, 2, 3]
+    assert [len(split[k]) for k in ("train", "valid", "calibration", "test")] == [10, 2, 2, 3]
+    # embargo: the last calibration month's outcome window (T, T+3] ends before the test's
+    # first outcome month, as in production, where the newest label is 3 months old
+    assert split["calibration"][-1] == "2026-02"
+    last_cal_outcome = pd.Period(split["calibration"][-1], "M") + 3
+    assert last_cal_outcome < pd.Period(split["test"][0], "M") + 1
+    card = split_months(load_model_specs()["card_activation"], months)
+    assert pd.Period(card["test"][0], "M") == pd.Period(card["calibration"][-1], "M") + 1
 
 
 def test_training_set_stacks_features_and_labels(small_book: Path) -> None:

@@ -343,31 +343,38 @@ def _train(book: Path, home: Path, specs, threads: int, sets=None):
 
 
 def _print_results(results) -> None:
-    table = Table(title="Trained (out-of-time test on the latest closed months)")
+    table = Table(title="Trained: out-of-time test on the latest closed months")
     for col in (
         "model",
         "version",
         "AUC",
         "ceiling",
         "gap",
-        "calibration error",
-        "lift top 10%",
-        "seconds",
+        "ECE",
+        "noise",
+        "ECE truth",
+        "lift@10%",
     ):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
         m = r.metrics
         table.add_row(
             r.model,
-            f"{r.version} (challenger)",
+            r.version,
             f"{m['auc']:.3f}",
             f"{m['ceiling_auc']:.3f}" if "ceiling_auc" in m else "-",
             f"{m['gap_to_ceiling']:.3f}" if "gap_to_ceiling" in m else "-",
             f"{m['ece']:.3f}",
+            f"{m['ece_noise']:.3f}",
+            f"{m['ece_truth']:.3f}" if "ece_truth" in m else "-",
             f"{m['lift_top10']:.1f}x",
-            f"{r.seconds:.0f}",
         )
     console.print(table)
+    console.print(
+        "[dim]New versions carry the alias 'challenger'. ECE: calibration error, 10 equal-count "
+        "bins; noise: the ECE a perfectly calibrated model shows on as many rows; ECE truth: "
+        "against the simulator's true probabilities.[/]"
+    )
 
 
 def _service_errors() -> tuple[type[Exception], ...]:
@@ -389,27 +396,24 @@ def _specs_for(model: str):
 
 def _print_decisions(decisions) -> None:
     table = Table(title="Promotion decisions")
-    for col in (
-        "model",
-        "outcome",
-        "challenger",
-        "champion before -> after",
-        "challenger AUC",
-        "champion AUC",
-        "calibration error",
-        "reason",
-    ):
+    for col in ("model", "outcome", "champion", "AUC new / old", "ECE (noise)", "reason"):
         table.add_column(col)
     for d in decisions:
         m = d.metrics
+        auc = f"{m['challenger_auc']:.3f}" if "challenger_auc" in m else "-"
+        if "champion_auc" in m:
+            auc += f" / {m['champion_auc']:.3f}"
+        ece = (
+            f"{m['challenger_ece']:.3f} ({m['challenger_ece_noise']:.3f})"
+            if "challenger_ece_noise" in m
+            else "-"
+        )
         table.add_row(
             d.model,
             d.outcome,
-            d.challenger or "-",
             f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
-            f"{m['challenger_auc']:.3f}" if "challenger_auc" in m else "-",
-            f"{m['champion_auc']:.3f}" if "champion_auc" in m else "-",
-            f"{m['challenger_ece']:.3f}" if "challenger_ece" in m else "-",
+            auc,
+            ece,
             d.reason,
         )
     console.print(table)

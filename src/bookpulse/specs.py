@@ -113,7 +113,11 @@ class SplitSpec(_Strict):
 
 class GateSpec(_Strict):
     min_auc: float = Field(gt=0.5, le=1.0)
-    max_calibration_error: float = Field(gt=0.0, le=0.5)
+    max_calibration_error: float = Field(
+        gt=0.0,
+        le=0.5,
+        description="largest calibration error allowed beyond its sampling noise (ece_excess)",
+    )
     max_auc_drop: float = Field(ge=0.0, le=0.2, description="challenger vs champion tolerance")
 
 

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bookpulse.training.evaluate import (
+    calibration_metrics,
+    calibration_noise,
     evaluate,
     expected_calibration_error,
     gains_table,
@@ -51,6 +53,26 @@ def test_psi_is_zero_against_itself_and_grows_with_a_shift(scores: list[float]) 
     assert psi(a, a) <= psi(a, np.clip(a + 0.5, 0, 2)) + 1e-12
 
 
+def test_psi_sees_a_shift_away_from_constant_training_scores() -> None:
+    const = np.full(500, 0.3)
+    assert psi(const, const) == pytest.approx(0.0, abs=1e-9)
+    assert psi(const, np.full(500, 0.1)) > 1.0
+
+
+def test_calibration_noise_shrinks_with_rows_and_excess_finds_real_miscalibration() -> None:
+    rng = np.random.default_rng(3)
+    small, large = rng.uniform(0.1, 0.9, 500), rng.uniform(0.1, 0.9, 50_000)
+    assert 0.03 < calibration_noise(small) < 0.07  # ~0.8 * sqrt(0.2 / 50) per bin
+    assert calibration_noise(large) < 0.006
+    # calibrated outcomes: the excess over the noise is small
+    y = (rng.random(500) < small).astype(int)
+    assert calibration_metrics(y, small)["ece_excess"] < 0.03
+    # every probability 0.15 too high: the excess shows it even on 500 rows
+    off = calibration_metrics(y, np.clip(small + 0.15, 0, 1))
+    assert off["ece_excess"] > 0.08
+    assert off["ece_excess"] == pytest.approx(max(0.0, off["ece"] - off["ece_noise"]))
+
+
 def test_evaluate_reports_the_ceiling_and_monthly_aucs() -> None:
     rng = np.random.default_rng(0)
     truth = rng.uniform(0, 1, 2000)
@@ -61,6 +83,9 @@ def test_evaluate_reports_the_ceiling_and_monthly_aucs() -> None:
     m = ev.metrics
     assert m["ceiling_auc"] > m["auc"] > 0.5
     assert m["gap_to_ceiling"] == pytest.approx(m["ceiling_auc"] - m["auc"])
+    # calibration against the truth: the noisy scores are off, the truth itself is not
+    assert m["ece_truth"] > 0.05
+    assert evaluate(y, truth, months, truth, truth).metrics["ece_truth"] == 0.0
     assert set(ev.auc_by_month) == {"2026-05", "2026-06"}
     assert {"pr_auc", "ks", "brier", "ece", "lift_top5", "capture_top20", "psi_train_test"} <= set(
         m

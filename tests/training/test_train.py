@@ -144,6 +144,19 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
     assert outcomes == ["rolled_back", "promoted", "kept", "unchanged", "promoted"]
 
 
+def test_promote_refuses_a_window_the_model_was_fitted_on(trained, tmp_path) -> None:
+    """A model trained on a later book is not judged on an earlier book's months."""
+    from bookpulse.book.simulate import BookSpec, generate_book
+    from bookpulse.training import registry
+
+    home, specs, _ = trained
+    earlier = tmp_path / "earlier"
+    generate_book(BookSpec(customers=800, months=24, seed=3, end_month="2026-03"), earlier)
+    with pytest.raises(registry.RegistryError, match="not out of time"):
+        registry.promote(home, earlier, specs["tier_upgrade"])
+    assert registry.history(home, "tier_upgrade") == [], "nothing is recorded"
+
+
 def test_commands_for_analysts_and_model_owners(trained, tmp_path) -> None:
     from rich.console import Console
     from typer.testing import CliRunner

@@ -15,18 +15,27 @@ from bookpulse.specs import ModelSpec
 KEYS = {"customer": "customer_id", "card": "card_id"}
 
 
+def embargo_months(spec: ModelSpec) -> int:
+    """Months left out between the calibration and test windows: a label for month T reads
+    (T, T + h], so the test starts h months after the last calibration month and no
+    calibration outcome falls inside the test's outcome period (the calibration would
+    otherwise absorb the test period's event rate and flatter the test's calibration)."""
+    return max((spec.target.horizon_months or 1) - 1, 0)
+
+
 def split_months(spec: ModelSpec, book_months: Sequence[str]) -> dict[str, list[str]]:
     """The spec's out-of-time split over the book's labelled months, latest last:
-    train, then valid (early stopping), then calibration, then test."""
+    train, then valid (early stopping), then calibration, an embargo, then test."""
     labelled = labels.labelled_months(list(book_months), spec.target.kind)
     s = spec.split
-    need = s.train_months + s.valid_months + s.calibration_months + s.test_months
+    gap = embargo_months(spec)
+    need = s.train_months + s.valid_months + s.calibration_months + gap + s.test_months
     if len(labelled) < need:
         raise io.BookError(
             f"model {spec.name!r} needs {need} labelled months "
             f"({s.train_months} train + {s.valid_months} valid + {s.calibration_months} "
-            f"calibration + {s.test_months} test) but the book has {len(labelled)}; "
-            "generate a longer book or shorten the split in the spec"
+            f"calibration + {gap} embargo + {s.test_months} test) but the book has "
+            f"{len(labelled)}; generate a longer book or shorten the split in the spec"
         )
     used = labelled[-need:]
     cut1 = s.train_months
@@ -36,7 +45,7 @@ def split_months(spec: ModelSpec, book_months: Sequence[str]) -> dict[str, list[
         "train": used[:cut1],
         "valid": used[cut1:cut2],
         "calibration": used[cut2:cut3],
-        "test": used[cut3:],
+        "test": used[cut3 + gap :],
     }
 
 

@@ -33,6 +33,34 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(sum(len(g) / n * abs(y[g].mean() - p[g].mean()) for g in groups if len(g)))
 
 
+def calibration_noise(p: np.ndarray, bins: int = 10, draws: int = 200, seed: int = 0) -> float:
+    """The calibration error a perfectly calibrated model with these scores would show on
+    this many rows, from sampling alone: the mean ECE over outcomes drawn from `p` itself.
+
+    On 500 rows it is near 0.05, so an ECE there says little below that; on 50,000 rows it
+    is near 0.005. Deterministic (fixed seed)."""
+    p = np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    return float(
+        np.mean([expected_calibration_error(rng.random(p.size) < p, p, bins) for _ in range(draws)])
+    )
+
+
+def calibration_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """`ece`, its sampling floor `ece_noise` and `ece_excess` = max(0, ece - ece_noise): the
+    calibration error beyond what the number of rows alone explains. The promotion gate reads
+    `ece_excess`, so a small population (a month of new cards) is not refused for noise."""
+    ece = expected_calibration_error(y, p)
+    noise = calibration_noise(p)
+    return {"ece": ece, "ece_noise": noise, "ece_excess": max(0.0, ece - noise)}
+
+
+def calibration_error_to_truth(truth: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE measured against the true probabilities instead of the outcomes (synthetic books
+    only): the same bins, with no sampling noise from the 0/1 outcomes."""
+    return expected_calibration_error(np.asarray(truth, dtype=float), p, bins)
+
+
 def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:
     """Event rate in the top `share` of scores over the overall rate, and the share of all
     events found there."""
@@ -59,8 +87,8 @@ def gains_table(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
 
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
     """Population stability index of `actual` against `expected`, on expected's deciles."""
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    edges[0], edges[-1] = -np.inf, np.inf
+    cuts = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1))[1:-1])
+    edges = np.concatenate([[-np.inf], cuts, [np.inf]])  # constant scores still get 2 bins
     e = np.histogram(expected, edges)[0] / len(expected)
     a = np.histogram(actual, edges)[0] / len(actual)
     e, a = np.clip(e, 1e-6, None), np.clip(a, 1e-6, None)
@@ -90,7 +118,7 @@ def evaluate(
         "pr_auc": float(average_precision_score(y, p)),
         "ks": ks_statistic(y, p),
         "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
+        **calibration_metrics(y, p),
         "event_rate": float(y.mean()),
         "mean_probability": float(p.mean()),
         "psi_train_test": psi(train_scores, p),
@@ -116,6 +144,7 @@ def evaluate(
         ok = ~np.isnan(truth)
         metrics["ceiling_auc"] = float(roc_auc_score(y[ok], truth[ok]))
         metrics["gap_to_ceiling"] = metrics["ceiling_auc"] - float(roc_auc_score(y[ok], p[ok]))
+        metrics["ece_truth"] = calibration_error_to_truth(truth[ok], p[ok])
     return Evaluation(metrics=metrics, gains=gains_table(y, p), auc_by_month=by_month)
 
 
@@ -260,13 +289,20 @@ def model_card(
             f"- {part}: {month_range(windows[part])}, {rows[part]:,} rows, "
             f"event rate {rates[part]:.2%}"
         )
+    gap = pd.period_range(windows["calibration"][-1], windows["test"][0], freq="M")[1:-1]
+    if len(gap):
+        lines.append(
+            f"- embargo: {month_range([str(m) for m in gap])} left out, so no calibration "
+            "outcome falls inside the test's outcome period"
+        )
     lines += ["", "## Out-of-time test metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     lines += [
         "",
         "## Gates",
-        f"- minimum AUC {gates['min_auc']}, maximum calibration error "
-        f"{gates['max_calibration_error']}, challenger may trail the champion by at most "
+        f"- minimum AUC {gates['min_auc']}, calibration error at most "
+        f"{gates['max_calibration_error']} above its sampling noise (ece_noise), challenger "
+        f"may trail the champion by at most "
         f"{gates['max_auc_drop']} AUC",
         "",
         "## Limits",

@@ -21,7 +21,7 @@ from bookpulse.book import io
 from bookpulse.specs import ModelSpec
 from bookpulse.training import tracking
 from bookpulse.training.dataset import split_months, training_set
-from bookpulse.training.evaluate import expected_calibration_error
+from bookpulse.training.evaluate import calibration_metrics
 from bookpulse.training.fit import ScoringModel
 
 PROMOTIONS_EXPERIMENT = "bookpulse-promotions"
@@ -63,10 +63,29 @@ def load_scoring_model(name: str, version: str, threads: int = 0) -> ScoringMode
         return ScoringModel.from_json(found.read_text(), threads=threads)
 
 
+def _check_out_of_time(client: MlflowClient, name: str, version: str, window: list[str]) -> None:
+    """Refuse to judge a version on months it was fitted on (trained on another, later book):
+    its training run's calibration window must end before the evaluation window starts."""
+    run_id = client.get_model_version(name, version).run_id
+    fitted = client.get_run(run_id).data.params.get("window.calibration", "") if run_id else ""
+    if not fitted:
+        raise RegistryError(
+            f"{name} version {version} records no training window, so bookpulse cannot check "
+            "that the evaluation is out of time; register models with `bookpulse train`"
+        )
+    last_fitted = fitted.split("..")[-1]
+    if window[0] <= last_fitted:
+        raise RegistryError(
+            f"{name} version {version} was fitted on months up to {last_fitted}, but this "
+            f"book's evaluation window is {window[0]}..{window[-1]}: not out of time. Promote "
+            "with a book whose latest months come after the model's training data (--book)."
+        )
+
+
 def _score(model: ScoringModel, frame, label: str) -> dict[str, float]:
     p = model.predict(frame)
     y = frame[label].to_numpy()
-    return {"auc": float(roc_auc_score(y, p)), "ece": expected_calibration_error(y, p)}
+    return {"auc": float(roc_auc_score(y, p)), **calibration_metrics(y, p)}
 
 
 def _record(home: Path, decision: Decision) -> None:
@@ -114,6 +133,8 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
         )
         _record(home, decision)
         return decision
+    for version in filter(None, (challenger, champion)):
+        _check_out_of_time(client, name, version, window)
     frame = training_set(book, spec, window)
     label = spec.target.label
     metrics = {
@@ -122,7 +143,8 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     }
     gates = {
         "min_auc": metrics["challenger_auc"] >= spec.gates.min_auc,
-        "max_calibration_error": metrics["challenger_ece"] <= spec.gates.max_calibration_error,
+        "max_calibration_error": metrics["challenger_ece_excess"]
+        <= spec.gates.max_calibration_error,
     }
     if champion is not None:
         metrics.update(
@@ -175,8 +197,8 @@ def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
         return f"AUC {m['challenger_auc']:.3f} below the minimum {g.min_auc}"
     if gate == "max_calibration_error":
         return (
-            f"calibration error {m['challenger_ece']:.3f} above the maximum "
-            f"{g.max_calibration_error}"
+            f"calibration error {m['challenger_ece']:.3f} exceeds its sampling noise "
+            f"{m['challenger_ece_noise']:.3f} by more than {g.max_calibration_error}"
         )
     return (
         f"AUC {m['challenger_auc']:.3f} trails the champion's {m['champion_auc']:.3f} by "

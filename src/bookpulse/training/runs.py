@@ -14,6 +14,8 @@ KEY_METRICS = (
     "ceiling_auc",
     "gap_to_ceiling",
     "ece",
+    "ece_noise",
+    "ece_truth",
     "brier",
     "pr_auc",
     "ks",
@@ -39,7 +41,7 @@ def compare_runs(
         return pd.DataFrame(), pd.DataFrame()
     names = [f"{r[:8]}" for r in runs["run_id"]]
     metric_cols = [f"metrics.{m}" for m in KEY_METRICS if f"metrics.{m}" in runs]
-    metrics = runs[metric_cols].T
+    metrics = runs[metric_cols].T.astype(object)  # a text row ("started") goes below
     metrics.index = [c.removeprefix("metrics.") for c in metric_cols]
     metrics.columns = names
     params = runs[[c for c in runs.columns if c.startswith("params.")]]

@@ -33,7 +33,8 @@ def configure(home: Path) -> str:
     before = os.environ.get("MLFLOW_TRACKING_URI")
     uri = tracking_uri(home)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # the registry follows tracking unless the user pointed it elsewhere
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     # set_tracking_uri also exports MLFLOW_TRACKING_URI; leave the user's environment as it was,
     # so that it keeps telling "a server was asked for" from "the embedded default".
     if before is None:
@@ -46,6 +47,9 @@ def experiment_id(home: Path, name: str) -> str:
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.lifecycle_stage == "deleted":
+            # someone deleted it in the UI; its name is still taken, so bring it back
+            client.restore_experiment(found.experiment_id)
         return found.experiment_id
     location = None
     if not os.environ.get("MLFLOW_TRACKING_URI"):

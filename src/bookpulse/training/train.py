@@ -8,12 +8,14 @@ training data's lineage, and registers a pyfunc model as `bookpulse-<model>` wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 
 import mlflow
@@ -25,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from bookpulse.book import io
 from bookpulse.specs import ModelSpec, load_feature_catalog
 from bookpulse.training import tracking
-from bookpulse.training.dataset import KEYS, split_months, training_sets
+from bookpulse.training.dataset import KEYS, embargo_months, split_months, training_sets
 from bookpulse.training.evaluate import evaluate, model_card, plot_pack
 from bookpulse.training.fit import fit_model
 
@@ -115,6 +117,7 @@ def train_and_log(
                 "n_features": len(spec.features),
                 "threads": threads,
                 "calibration": "platt",
+                "embargo_months": embargo_months(spec),
                 **{f"window.{k}": f"{v[0]}..{v[-1]}" for k, v in windows.items()},
                 **{f"rows.{k}": n for k, n in rows.items()},
                 **{f"positive_rate.{k}": round(r, 6) for k, r in rates.items()},
@@ -165,16 +168,17 @@ def train_and_log(
             signature = infer_signature(example, pd.DataFrame({"probability": p_test[:5]}))
             import bookpulse
 
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=tracking.CalibratedProbability(),
-                artifacts={"scoring_model": str(model_file)},
-                code_paths=[str(Path(bookpulse.__file__).parent)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=tracking.pip_requirements(),
-                registered_model_name=spec.registered_name,
-            )
+            with contextlib.redirect_stderr(StringIO()):  # "Successfully registered ..."
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=tracking.CalibratedProbability(),
+                    artifacts={"scoring_model": str(model_file)},
+                    code_paths=[str(Path(bookpulse.__file__).parent)],
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=tracking.pip_requirements(),
+                    registered_model_name=spec.registered_name,
+                )
         version = str(info.registered_model_version)
         MlflowClient().set_registered_model_alias(
             spec.registered_name, tracking.CHALLENGER, version
