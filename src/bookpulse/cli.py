@@ -581,11 +581,126 @@ def runs(
 
 
 @app.command()
+def score(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Month-end to score, YYYY-MM. Default: the book's latest."),
+    ] = None,
+    book: Annotated[
+        Path | None, typer.Option(help="Book folder. Default: $BOOKPULSE_HOME/book.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to publish. Default: $BOOKPULSE_HOME/scores/YYYY-MM."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this machine, both cores) or spark.")
+    ] = "local",
+    spark_master: Annotated[
+        str,
+        typer.Option(help="Spark master URL for --engine spark, e.g. spark://host:7077."),
+    ] = "local[*]",
+    threads: Annotated[int, typer.Option(min=0, help="Scoring threads (0: all cores).")] = 0,
+) -> None:
+    """Score every active customer (churn, tier upgrade) and every new unused card
+    (activation) of one month with the champion models: probabilities, percentile and decile
+    in the book, top-3 reasons, model versions; ranked action lists per branch and RM with a
+    suggested action (models/playbook.yaml); a manifest with counts, versions, checksums and
+    timings. The month is published whole or not at all; re-running it replaces it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from bookpulse.scoring.batch import ScoringError, default_out
+    from bookpulse.scoring.champions import NoChampion, load_champions
+    from bookpulse.specs import SpecError, load_feature_catalog, load_model_specs, load_playbook
+
+    if engine not in ("local", "spark"):
+        raise _fail(f"unknown engine {engine!r}: use local or spark")
+    settings = _settings()
+    book = book or settings.book_dir
+    _quiet_mlflow()
+    try:
+        month = _month(as_of) or read_meta(book)["months"][-1]
+        catalog = load_feature_catalog()
+        catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
+        playbook = load_playbook()
+        with console.status("loading the champion models"):
+            champions = load_champions(settings.home, list(load_model_specs().values()))
+        target = out or default_out(settings.home, month)
+        if engine == "spark":
+            from bookpulse.scoring.spark import score_month_spark
+
+            with console.status(f"scoring {month} on Spark ({spark_master})"):
+                manifest = score_month_spark(
+                    book,
+                    settings.home,
+                    month,
+                    champions,
+                    catalogs,
+                    playbook,
+                    target,
+                    master=spark_master,
+                )
+        else:
+            from bookpulse.scoring.batch import score_month
+
+            for c in champions.values():
+                c.model.threads = threads
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} rows/s"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task(f"scoring {month}", total=None, rate="-")
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    elapsed = bar.tasks[0].elapsed or 1e-9
+                    bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f}")
+
+                manifest = score_month(
+                    book, settings.home, month, champions, catalogs, playbook, target, progress
+                )
+    except (BookError, ScoringError, NoChampion, SpecError, *_service_errors()) as exc:
+        raise _fail(str(exc)) from None
+    _print_score_summary(target, manifest)
+
+
+def _print_score_summary(target: Path, manifest: dict) -> None:
+    rows, secs = manifest["rows_out"], manifest["timings_seconds"]
+    table = Table(title=f"Scored {manifest['as_of']} ({manifest['engine']} engine)")
+    for col in ("output", "rows"):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for name, n in rows.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    models = ", ".join(
+        f"{m['registered_name']} v{m['version']}" for m in manifest["models"].values()
+    )
+    console.print(f"models: {models}")
+    console.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+    console.print(
+        f"[green]published[/] {target}: customers.parquet, cards.parquet, lists/*.csv and "
+        f"*.parquet, manifest.json"
+    )
+
+
+@app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
     under $BOOKPULSE_HOME (default ./data), validated and summarised; the latest month's
     features; each model's training set; the three models trained, tracked in MLflow and
-    promoted when their gates pass."""
+    promoted when their gates pass; then the latest month scored with reasons and lists."""
     from bookpulse.book.validate import format_problems, validate_book
 
     settings = _settings()
@@ -647,6 +762,11 @@ def demo() -> None:
         "MLflow runs and the registry: [bold]make ui[/] (tracking store "
         f"{settings.home / 'mlflow.db'})"
     )
+    if not all(d.champion_after for d in decisions):
+        console.print("[yellow]not every model has a champion: the demo stops before scoring[/]")
+        return
+    console.print()
+    score(as_of=latest, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
 
 
 if __name__ == "__main__":

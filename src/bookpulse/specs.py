@@ -20,6 +20,8 @@ from bookpulse.config import get_settings
 from bookpulse.domain import (
     ACTIVATION_WINDOW_DAYS,
     CHURN_HORIZON_MONTHS,
+    SEGMENTS,
+    TIERS,
     UPGRADE_HORIZON_MONTHS,
 )
 
@@ -44,6 +46,12 @@ class FeatureSpec(_Strict):
     window_months: int = Field(ge=1, le=13, description="month-ends up to T the feature reads")
     source: SourceTable
     description: str = Field(min_length=10)
+    reason: str | None = Field(
+        default=None,
+        description="how a reason names this feature's value for a banker, a format string "
+        "over {value} (the feature; text for categoricals), {exp} (e^value - 1, for log "
+        "features) and {pct} (100 x value), e.g. 'holds {value:.0f} product lines'",
+    )
 
 
 class FeatureGroup(_Strict):
@@ -121,6 +129,13 @@ class GateSpec(_Strict):
     max_auc_drop: float = Field(ge=0.0, le=0.2, description="challenger vs champion tolerance")
 
 
+class ReasonHint(_Strict):
+    """What a banker should know when a feature raises or lowers this model's score."""
+
+    raises: str | None = Field(default=None, min_length=5)
+    lowers: str | None = Field(default=None, min_length=5)
+
+
 class ModelSpec(_Strict):
     name: Name
     description: str
@@ -130,6 +145,10 @@ class ModelSpec(_Strict):
     lightgbm: LightGBMSpec
     split: SplitSpec
     gates: GateSpec
+    reason_hints: dict[Name, ReasonHint] = Field(
+        default_factory=dict,
+        description="feature -> the sentence's second half when it raises / lowers the score",
+    )
 
     @cached_property
     def spec_hash(self) -> str:
@@ -223,9 +242,72 @@ def load_model_spec(
             f"{path}: features not declared for entity {spec.target.entity!r} in features/: "
             f"{', '.join(missing)}"
         )
+    stray = [f for f in spec.reason_hints if f not in spec.features]
+    if stray:
+        raise SpecError(f"{path}: reason_hints for features the model does not use: {stray}")
     return spec
 
 
 def load_model_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
     catalog = load_feature_catalog()
     return {name: load_model_spec(name, directory, catalog) for name in MODEL_NAMES}
+
+
+# --- the action playbook (models/playbook.yaml) ---------------------------------------------
+
+
+class PlaybookAction(_Strict):
+    segment: str | None = None
+    tier: str | None = None
+    action: str = Field(min_length=10)
+
+
+class ActionList(_Strict):
+    """One list: which model ranks it, how much of an RM's capacity it takes, the actions."""
+
+    model: Literal["churn", "tier_upgrade", "card_activation"]
+    share_of_capacity: float = Field(gt=0.0, le=1.0)
+    max_decile: int = Field(ge=1, le=10)
+    rank: Literal["highest_first", "lowest_first"] = "highest_first"
+    actions: list[PlaybookAction] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> ActionList:
+        if not any(a.segment is None and a.tier is None for a in self.actions):
+            raise ValueError("needs a default action (an entry with neither segment nor tier)")
+        for a in self.actions:
+            if a.segment is not None and a.segment not in SEGMENTS:
+                raise ValueError(f"unknown segment {a.segment!r}; segments: {', '.join(SEGMENTS)}")
+            if a.tier is not None and a.tier not in TIERS:
+                raise ValueError(f"unknown tier {a.tier!r}; tiers: {', '.join(TIERS)}")
+        return self
+
+    def action_for(self, segment: str, tier: str) -> str:
+        """The most specific matching action: segment and tier, segment, tier, default."""
+        best, best_rank = "", -1
+        for a in self.actions:
+            if (a.segment not in (None, segment)) or (a.tier not in (None, tier)):
+                continue
+            rank = 2 * (a.segment is not None) + (a.tier is not None)
+            if rank > best_rank:
+                best, best_rank = a.action, rank
+        return best
+
+
+class Playbook(_Strict):
+    lists: dict[Name, ActionList]
+
+    @model_validator(mode="after")
+    def _within_capacity(self) -> Playbook:
+        total = sum(x.share_of_capacity for x in self.lists.values())
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"the lists' share_of_capacity add up to {total:.2f}, above 1")
+        return self
+
+
+def load_playbook(path: Path | None = None) -> Playbook:
+    path = path or models_dir() / "playbook.yaml"
+    try:
+        return Playbook(lists=_load_yaml(path))
+    except ValidationError as exc:
+        raise _explain(path, exc) from None

@@ -527,14 +527,17 @@ def _partitions(book: Path, table: str, months: list[str], findings: _Findings) 
 # --- the whole book -------------------------------------------------------------------------
 
 
-def _validate(book: Path, findings: _Findings, progress: Progress | None) -> None:
+def _validate(
+    book: Path, findings: _Findings, progress: Progress | None, only: list[str] | None = None
+) -> None:
     meta = _read_meta(book, findings)
     if meta is None:
         return
     months = _book_months(meta, findings)
     ref = _Reference(end=io.month_end(months[-1]) if months else None)
+    checked = [m for m in months if only is None or m in set(only)] if months else months
 
-    total = 1 + len(STATIC_ORDER) + (len(months) * len(io.MONTHLY_TABLES) if months else 0)
+    total = 1 + len(STATIC_ORDER) + (len(checked) * len(io.MONTHLY_TABLES) if months else 0)
     done = 0
 
     def step(label: str) -> None:
@@ -568,7 +571,7 @@ def _validate(book: Path, findings: _Findings, progress: Progress | None) -> Non
         return
     for table in io.MONTHLY_TABLES:
         present = set(_partitions(book, table, months, findings))
-        for month in months:
+        for month in checked:
             if month in present:
                 path = io.monthly_path(book, table, month)
                 df = _read(
@@ -585,8 +588,13 @@ def _validate(book: Path, findings: _Findings, progress: Progress | None) -> Non
             step(f"{table} {month}")
 
 
-def validate_book(book: Path, progress: Progress | None = None) -> list[Problem]:
+def validate_book(
+    book: Path, progress: Progress | None = None, months: list[str] | None = None
+) -> list[Problem]:
     """Every problem in the book at `book`; an empty list means the book is valid.
+
+    `months`, if given, limits the monthly partitions checked to those months (the static
+    tables and book.json are always checked): what a job reading only those months needs.
 
     `progress`, if given, is called after each file with (label, files done, files in all).
     Never raises for a bad book: unreadable files and even a failure of the validator itself
@@ -595,7 +603,7 @@ def validate_book(book: Path, progress: Progress | None = None) -> list[Problem]
     findings = _Findings()
     book = Path(book)
     try:
-        _validate(book, findings, progress)
+        _validate(book, findings, progress, months)
     except Exception as exc:  # last resort: the user gets a problem, not a traceback
         findings.add(
             "book", None, f"validation stopped early on an unexpected error: {_describe(exc)}"

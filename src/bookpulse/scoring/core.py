@@ -1,0 +1,191 @@
+"""The scoring core: a feature frame in, score records out. Batch, Spark and the API call it.
+
+A score record (DESIGN.md's contract): the id, as_of, the calibrated probability, the
+percentile and decile in the book (added once every row of the month is scored:
+`rank_in_book`), the top-3 reasons (feature, direction, contribution, sentence) and the
+model's name, version and run id.
+
+Contributions are path attributions (`scoring.explain`) in the calibrated log-odds: Platt
+scaling is linear in the booster's log-odds, so each credit is scaled by its slope, and the
+bias plus the contributions is exactly the logit of the probability.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from bookpulse.scoring.explain import PathAttribution, top_k
+from bookpulse.specs import FeatureSpec, ModelSpec
+from bookpulse.training.fit import ScoringModel, prepare
+
+REASONS = 3
+KEYS = {"customer": "customer_id", "card": "card_id"}
+# what the score is, in a sentence's words
+SCORE_NOUN = {
+    "churn": "churn risk",
+    "tier_upgrade": "chance of an upgrade",
+    "card_activation": "chance the card is used",
+}
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registered model ready to score: its spec, the fitted model, and where it came from."""
+
+    spec: ModelSpec
+    model: ScoringModel
+    version: str
+    run_id: str
+
+    @cached_property
+    def paths(self) -> PathAttribution:
+        return PathAttribution.from_booster(self.model.booster)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def model_matrix(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
+    """The booster's input as float64: features in order, categoricals as codes on the
+    training levels (unknown or missing: NaN), as LightGBM itself converts a DataFrame."""
+    X = prepare(frame, model.features, model.categories)
+    cols = []
+    for name in model.features:
+        col = X[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy(np.float64)
+            codes[codes < 0] = np.nan
+            cols.append(codes)
+        else:
+            cols.append(col.to_numpy(np.float64, na_value=np.nan))
+    return np.column_stack(cols) if cols else np.empty((len(frame), 0))
+
+
+def score_frame(
+    champion: Champion, frame: pd.DataFrame, catalog: dict[str, FeatureSpec]
+) -> pd.DataFrame:
+    """Probability, top reasons and model identity for every row of `frame` (a feature frame
+    keyed by id and as_of). Percentile and decile come later, from the whole book."""
+    key = KEYS[champion.spec.target.entity]
+    model = champion.model
+    X = model_matrix(model, frame)
+    raw, credit = champion.paths.score(X)
+    a, b = model.calibration
+    margin = np.clip(raw, -_LOGIT_CAP, _LOGIT_CAP)  # as ScoringModel.calibrate clips
+    probability = expit(a * margin + b)
+    credit *= a
+    top = top_k(credit, REASONS)
+    out = pd.DataFrame(
+        {
+            key: frame[key].to_numpy(),
+            "as_of": frame["as_of"].to_numpy(),
+            "probability": probability,
+        }
+    )
+    features = np.asarray(model.features, dtype=object)
+    rows = np.arange(len(frame))
+    for j in range(top.shape[1]):
+        idx = top[:, j]
+        contribution = credit[rows, idx]
+        feature = features[idx]
+        direction = np.where(contribution >= 0, "raises", "lowers")
+        out[f"reason{j + 1}_feature"] = feature
+        out[f"reason{j + 1}_direction"] = direction
+        out[f"reason{j + 1}_contribution"] = contribution
+        out[f"reason{j + 1}_sentence"] = sentences(
+            champion.spec, catalog, feature, direction, frame, idx
+        )
+    out["model"] = champion.spec.registered_name
+    out["model_version"] = champion.version
+    out["run_id"] = champion.run_id
+    return out
+
+
+_LOGIT_CAP = float(-np.log(1e-7 / (1 - 1e-7)))  # logit(1 - 1e-7)
+
+
+def sentences(
+    spec: ModelSpec,
+    catalog: dict[str, FeatureSpec],
+    feature: np.ndarray,
+    direction: np.ndarray,
+    frame: pd.DataFrame,
+    idx: np.ndarray,
+) -> np.ndarray:
+    """One readable sentence per row: the feature's phrase with the customer's value, then
+    the spec's hint for that direction, or which way it moves the score."""
+    out = np.empty(len(feature), dtype=object)
+    noun = SCORE_NOUN[spec.target.kind]
+    model_features = list(spec.features)
+    for f_index in np.unique(idx):
+        name = model_features[f_index]
+        rows = np.flatnonzero(idx == f_index)
+        values = frame[name].to_numpy()[rows]
+        phrases = _phrases(catalog[name], values)
+        hint = spec.reason_hints.get(name)
+        for d in ("raises", "lowers"):
+            sel = direction[rows] == d
+            if not sel.any():
+                continue
+            tail = getattr(hint, d) if hint else None
+            suffix = f"; {tail}" if tail else f", which {d} the {noun}"
+            out[rows[sel]] = [p + suffix for p in phrases[sel]]
+    return out
+
+
+def _phrases(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+    """The feature's phrase for each value, formatting each distinct value once."""
+    if spec.dtype == "category":
+        text = pd.Series(values, dtype="object").astype("string").fillna("")
+        labels, inverse = np.unique(text.to_numpy(object), return_inverse=True)
+        formatted = [reason_phrase(spec, None if v == "" else v) for v in labels]
+    else:
+        labels, inverse = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True)
+        formatted = [reason_phrase(spec, None if math.isnan(v) else float(v)) for v in labels]
+    return np.asarray(formatted, dtype=object)[inverse.ravel()]
+
+
+def reason_phrase(spec: FeatureSpec, value: float | str | None) -> str:
+    """How a reason names this feature's value: the catalog's `reason` format string over
+    {value}, {exp} (e^value - 1) and {pct} (100 x value); a flag's phrase is "when 1|when 0"."""
+    label = spec.name.replace("_", " ")
+    template = spec.reason
+    if value is None:
+        return f"no {label} on record"
+    if isinstance(value, str):
+        return (template or f"{label}: {{value}}").format(value=value.replace("_", " "))
+    if template and "|" in template:
+        when_set, when_not = template.split("|", 1)
+        return when_set if value else when_not
+    try:
+        return (template or f"{label} {{value:g}}").format(
+            value=value, exp=math.expm1(min(value, 50.0)), pct=100.0 * value
+        )
+    except (ValueError, KeyError, IndexError):  # a phrase that does not fit the value
+        return f"{label} {value:g}"
+
+
+def rank_in_book(probability: pd.Series) -> pd.DataFrame:
+    """Percentile (0-100: the share of the book's rows scored strictly lower, over n - 1,
+    as SQL's PERCENT_RANK) and decile (1 = the top 10%) of each probability."""
+    p = probability.to_numpy(np.float64)
+    n = len(p)
+    below = probability.rank(method="min").to_numpy(np.float64) - 1 if n else np.empty(0)
+    return percentile_and_decile(below, n, index=probability.index)
+
+
+def percentile_and_decile(below: np.ndarray, n: int, index=None) -> pd.DataFrame:
+    """From each row's count of strictly lower scores among `n` (shared with Spark, which
+    counts them itself)."""
+    share = below / (n - 1) if n > 1 else np.zeros(len(below))
+    decile = 10 - np.minimum(np.floor(share * 10), 9)
+    return pd.DataFrame(
+        {"percentile": np.round(100 * share, 4), "decile": decile.astype(np.int8)}, index=index
+    )
