@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+Where = tuple[str, object] | None  # (column, ids): read only those rows
+
 STATIC_TABLES = ("customers", "branches", "rms", "relationships", "cards")
 MONTHLY_TABLES = ("snapshots", "card_spend")
 TRUTH_DIR = "truth"
@@ -84,20 +86,24 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(date_as_object=False)
 
 
-def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
+def _read_parquet(path: Path, columns: list[str] | None, where: Where = None) -> pa.Table:
+    filters = [(where[0], "in", pa.array(where[1]))] if where is not None else None
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters)
     except (OSError, pa.ArrowException) as exc:
         raise BookError(
             f"cannot read {path}: {exc}. Run `bookpulse book validate` on the book."
         ) from None
 
 
-def read_static(book: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+def read_static(
+    book: Path, name: str, columns: list[str] | None = None, where: Where = None
+) -> pd.DataFrame:
+    """A static table; `where` = (column, ids) keeps only rows whose column is in ids."""
     path = book / f"{name}.parquet"
     if not path.is_file():
         raise BookError(f"table {name!r} is missing: expected {path}")
-    return _to_pandas(_read_parquet(path, columns))
+    return _to_pandas(_read_parquet(path, columns, where))
 
 
 def available_months(book: Path, table: str = "snapshots") -> list[str]:
@@ -114,14 +120,16 @@ def read_monthly(
     table: str,
     months: Iterable[str],
     columns: list[str] | None = None,
+    where: Where = None,
 ) -> pd.DataFrame:
-    """Concatenate the given months of a monthly table, adding `month` (month-end timestamp)."""
+    """Concatenate the given months of a monthly table, adding `month` (month-end timestamp).
+    `where` = (column, ids) keeps only rows whose column is in ids."""
     frames = []
     for m in months:
         path = monthly_path(book, table, m)
         if not path.is_file():
             raise BookError(f"table {table!r} has no partition for {month_key(m)}: expected {path}")
-        df = _to_pandas(_read_parquet(path, columns))
+        df = _to_pandas(_read_parquet(path, columns, where))
         df.insert(1 if "customer_id" in df or "card_id" in df else 0, "month", month_end(m))
         frames.append(df)
     if not frames:

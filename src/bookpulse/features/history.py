@@ -66,10 +66,18 @@ def window_months(as_of: str, months: int = HISTORY_MONTHS) -> list[str]:
     return [str(p) for p in pd.period_range(end - (months - 1), end, freq="M")]
 
 
-def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFrames:
+def read_frames(
+    book: Path,
+    as_of: str,
+    months: int = HISTORY_MONTHS,
+    customer_ids: np.ndarray | None = None,
+) -> BookFrames:
     """Read what features as of `as_of` may use: the window's partitions and static tables.
 
-    Month T's snapshot is read whole; earlier months only the panel's columns."""
+    Month T's snapshot is read whole; earlier months only the panel's columns. With
+    `customer_ids`, only those customers' rows (and their cards') are read: a slice of the
+    book for one partition of a distributed job, which must then include the customers'
+    linked customers (see `with_linked`) for the relationship features to be whole."""
     meta = io.read_meta(book)
     as_of = io.month_key(as_of)
     if as_of not in meta["months"]:
@@ -78,27 +86,44 @@ def read_frames(book: Path, as_of: str, months: int = HISTORY_MONTHS) -> BookFra
             f"({meta['months'][0]} .. {meta['months'][-1]})"
         )
     wanted = [m for m in window_months(as_of, months) if m in meta["months"]]
+    by_customer = None if customer_ids is None else ("customer_id", customer_ids)
     # Month by month, compacted as read: the 13-month window of a large book is never held
     # twice; the columns needed at T only are read at T only.
     snapshots = pd.concat(
         [
-            _compact(io.read_monthly(book, "snapshots", [m], ["customer_id", *PANEL_COLUMNS]))
+            _compact(
+                io.read_monthly(
+                    book, "snapshots", [m], ["customer_id", *PANEL_COLUMNS], by_customer
+                )
+            )
             for m in wanted
         ],
         ignore_index=True,
     )
-    month_end = io.read_monthly(book, "snapshots", [as_of], ["customer_id", *MONTH_END_COLUMNS])
-    spend = io.read_monthly(book, "card_spend", wanted[-3:])
+    month_end = io.read_monthly(
+        book, "snapshots", [as_of], ["customer_id", *MONTH_END_COLUMNS], by_customer
+    )
+    cards = io.read_static(book, "cards", where=by_customer)
+    by_card = None if customer_ids is None else ("card_id", cards["card_id"].to_numpy())
     frames = BookFrames(
-        customers=io.read_static(book, "customers"),
+        customers=io.read_static(book, "customers", where=by_customer),
         snapshots=snapshots,
-        cards=io.read_static(book, "cards"),
-        card_spend=spend,
-        relationships=io.read_static(book, "relationships"),
+        cards=cards,
+        card_spend=io.read_monthly(book, "card_spend", wanted[-3:], where=by_card),
+        relationships=io.read_static(book, "relationships", where=by_customer),
         branches=io.read_static(book, "branches", ["branch_id", "area_type"]),
         month_end=month_end,
     )
     return point_in_time(frames, as_of)
+
+
+def with_linked(relationships: pd.DataFrame, customer_ids: np.ndarray) -> np.ndarray:
+    """`customer_ids` and every customer they are linked to: what must be read for their
+    relationship features to be computed as on the whole book."""
+    linked = relationships.loc[
+        relationships["customer_id"].isin(customer_ids), "related_customer_id"
+    ].to_numpy()
+    return np.union1d(customer_ids, linked)
 
 
 # Flows and amounts are kept as float32 in memory (a 1,000,000-customer window is large);

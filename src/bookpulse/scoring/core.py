@@ -109,6 +109,13 @@ def score_frame(
 
 
 _LOGIT_CAP = float(-np.log(1e-7 / (1 - 1e-7)))  # logit(1 - 1e-7)
+REASON_FIELDS = ("feature", "direction", "contribution", "sentence")
+
+
+def score_columns() -> list[str]:
+    """The columns `score_frame` returns after the id and as_of, in order."""
+    reasons = [f"reason{j}_{f}" for j in range(1, REASONS + 1) for f in REASON_FIELDS]
+    return ["probability", *reasons, "model", "model_version", "run_id"]
 
 
 def sentences(

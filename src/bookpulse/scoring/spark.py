@@ -1,0 +1,281 @@
+"""`bookpulse score --engine spark`: the same month, the same core, over partitions of customers.
+
+The customers are split into K partitions by id (id mod K). Each Spark task reads only its
+customers' slice of the book, plus their linked customers for the relationship features
+(`read_frames(customer_ids=...)`), builds the features with the pandas pipeline and scores
+them with `score_rows`: the very code the local engine runs. Percentiles need the whole book:
+each row's count of strictly lower scores comes from a distributed sort, and the pandas
+`add_ranks` turns counts into percentile and decile. Lists are built per RM with the same
+`action_list`. The score tables are written by Spark (a folder of Parquet parts each); the
+lists, small by construction, by the driver. Local[*] by default; a master URL for a cluster
+(the book's folder must then be readable by every executor, e.g. on shared or object storage).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bookpulse.book import io
+from bookpulse.scoring.actions import LIST_COLUMNS, action_list
+from bookpulse.scoring.batch import (
+    CARD_BASE,
+    CUSTOMER_BASE,
+    PREFIX,
+    Timer,
+    add_ranks,
+    check_month,
+    publish,
+    score_rows,
+)
+from bookpulse.scoring.core import Champion, score_columns
+from bookpulse.specs import FeatureSpec, Playbook
+from bookpulse.training.fit import ScoringModel
+
+ROWS_PER_PARTITION = 250_000
+
+
+def session(master: str = "local[*]", app: str = "bookpulse-score"):
+    """A Spark session whose Python workers run this interpreter (and so this package)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    return (
+        SparkSession.builder.master(master)
+        .appName(app)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """pandas 3 keeps text in Arrow-backed `str` columns, which PySpark's Arrow path cannot
+    take yet: hand it plain objects."""
+    text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c].dtype)]
+    return df.astype({c: object for c in text}) if text else df
+
+
+def _type(column: str) -> str:
+    """Spark SQL type of a score-table column, by its name."""
+    if column in ("customer_id", "card_id"):
+        return "bigint"
+    if column in ("branch_id", "rm_id"):
+        return "int"
+    if column == "as_of":
+        return "timestamp_ntz"
+    if column.endswith(("_probability", "_contribution", "_percentile")):
+        return "double"
+    if column.endswith("_decile"):
+        return "tinyint"
+    return "string"
+
+
+def _schema(columns: list[str]) -> str:
+    return ", ".join(f"`{c}` {_type(c)}" for c in columns)
+
+
+def _columns(champions: dict[str, Champion]) -> tuple[list[str], list[str]]:
+    """Columns of the unranked customer and card rows `score_rows` returns."""
+    cust, card = list(CUSTOMER_BASE), list(CARD_BASE)
+    for name, champ in champions.items():
+        cols = [f"{PREFIX[name]}_{c}" for c in score_columns()]
+        (card if champ.spec.target.entity == "card" else cust).extend(cols)
+    return cust, card
+
+
+def _models(champions: dict[str, Champion]) -> dict[str, tuple]:
+    """What a task needs to rebuild the champions: picklable text, not boosters."""
+    return {name: (c.spec, c.model.to_json(), c.version, c.run_id) for name, c in champions.items()}
+
+
+def _partition_scorer(book: str, as_of: str, k: int, models: dict, catalogs: dict):
+    """The function each task runs on its partition numbers: features and scores of the
+    customers whose id mod k is one of them, as rows of the union schema."""
+
+    def run(batches):
+        from bookpulse.features import build_features, read_frames
+        from bookpulse.features.history import with_linked
+
+        champs = {
+            name: Champion(spec, ScoringModel.from_json(text, threads=1), version, run_id)
+            for name, (spec, text, version, run_id) in models.items()
+        }
+        static = io.read_static(Path(book), "customers", ["customer_id", "branch_id", "rm_id"])
+        rel = io.read_static(Path(book), "relationships", ["customer_id", "related_customer_id"])
+        for batch in batches:
+            for part in batch["part"].tolist():
+                own = static.loc[static["customer_id"] % k == part, "customer_id"].to_numpy()
+                frames = read_frames(Path(book), as_of, customer_ids=with_linked(rel, own))
+                customers, cards = build_features(frames, as_of)
+                customers = customers.loc[customers["customer_id"].isin(own)]
+                cards = cards.loc[cards["customer_id"].isin(own)]
+                cust, card = score_rows(champs, catalogs, customers, cards, static)
+                yield _plain(
+                    pd.concat(
+                        [cust.assign(entity="customer"), card.assign(entity="card")],
+                        ignore_index=True,
+                    )
+                )
+
+    return run
+
+
+def _below_counts(spark, df, key: str, column: str):
+    """(key, below) for the rows scored in `column`: how many of the book's rows score
+    strictly lower. A distributed sort; ties share the count of their first position."""
+    from pyspark.sql import functions as F
+
+    scored = df.where(F.col(column).isNotNull()).select(key, column)
+    ordered = scored.rdd.map(lambda r: (r[1], r[0])).sortByKey()
+    indexed = ordered.zipWithIndex().map(lambda x: (x[0][1], x[0][0], x[1]))
+    idx = spark.createDataFrame(indexed, schema=f"`{key}` bigint, p double, idx bigint")
+    first = idx.groupBy("p").agg(F.min("idx").alias("below"))
+    return idx.join(first, "p").select(key, "below")
+
+
+def _ranked(spark, df, key: str, prefixes: list[str], columns: list[str]):
+    """`df` with `<prefix>_percentile` and `<prefix>_decile` for each prefix (pandas
+    `add_ranks` on each partition, from the book-wide counts)."""
+    for prefix in prefixes:
+        col = f"{prefix}_probability"
+        n = df.where(df[col].isNotNull()).count()
+        counts = _below_counts(spark, df, key, col).withColumnRenamed("below", "_below")
+        df = df.join(counts, key, "left")
+        at = columns.index(col) + 1
+        columns = [*columns[:at], f"{prefix}_percentile", f"{prefix}_decile", *columns[at:]]
+
+        def rank(batches, prefix=prefix, n=n, columns=columns):
+            for b in batches:
+                yield _plain(add_ranks(b.drop(columns="_below"), prefix, b["_below"], n)[columns])
+
+        df = df.mapInPandas(rank, schema=_schema(columns))
+    return df, columns
+
+
+def score_month_spark(
+    book: Path,
+    home: Path,
+    as_of: str,
+    champions: dict[str, Champion],
+    catalogs: dict[str, dict[str, FeatureSpec]],
+    playbook: Playbook,
+    out: Path,
+    master: str = "local[*]",
+    partitions: int | None = None,
+) -> dict:
+    """Score month `as_of` on Spark and publish it at `out`, like `batch.score_month`."""
+    from pyspark.sql import functions as F
+
+    t = Timer()
+    started = t0 = time.perf_counter()
+    book = Path(book).resolve()
+    as_of = io.month_key(as_of)
+    check_month(book, as_of)
+    t0 = t.lap("validate", t0)
+    spark = session(master)
+    meta = io.read_meta(book)
+    k = partitions or max(
+        spark.sparkContext.defaultParallelism,
+        math.ceil(int(meta.get("customers") or 1) / ROWS_PER_PARTITION),
+    )
+    cust_cols, card_cols = _columns(champions)
+    union = list(dict.fromkeys([*cust_cols, *card_cols, "entity"]))
+    parts = spark.createDataFrame(pd.DataFrame({"part": range(k)})).repartition(k, "part")
+    rows = parts.mapInPandas(
+        _partition_scorer(str(book), as_of, k, _models(champions), catalogs),
+        schema=_schema(union),
+    ).persist()
+    cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
+    card = rows.where(F.col("entity") == "card").select(*card_cols)
+    cust_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "customer"]
+    card_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "card"]
+    cust, cust_cols = _ranked(spark, cust, "customer_id", cust_prefixes, cust_cols)
+    card, card_cols = _ranked(spark, card, "card_id", card_prefixes, card_cols)
+    cust, card = cust.persist(), card.persist()
+    n_cust, n_card = cust.count(), card.count()
+    t0 = t.lap("scoring", t0)
+    rms = io.read_static(book, "rms")
+    branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
+    lists = _lists(cust, card, rms, branches, playbook)
+    t0 = t.lap("lists", t0)
+
+    def writer(df, count: int):
+        def write(path: Path) -> int:
+            df.write.mode("error").parquet(str(path))
+            return count
+
+        return write
+
+    try:
+        return publish(
+            out,
+            as_of,
+            book,
+            f"spark ({master}, {k} partitions)",
+            champions,
+            {
+                "customers_in_book": int(meta.get("customers") or 0),
+                "active_customers": int(n_cust),
+                "new_unused_cards": int(n_card),
+            },
+            {"customers": writer(cust, n_cust), "cards": writer(card, n_card)},
+            lists,
+            t,
+            started,
+        )
+    finally:
+        rows.unpersist()
+        cust.unpersist()
+        card.unpersist()
+
+
+def _lists(cust, card, rms, branches, playbook: Playbook) -> dict[str, pd.DataFrame]:
+    """Each list built per RM by `action_list` on Spark, gathered to the driver (a list is
+    capped by the RMs' capacity, so it is small)."""
+    out = {}
+    for name, lst in playbook.lists.items():
+        scored = card if lst.model == "card_activation" else cust
+        prefix = PREFIX[lst.model]
+        if f"{prefix}_probability" not in scored.columns:
+            continue
+        build = _list_builder(name, lst, prefix, rms, branches)
+
+        schema = ", ".join(f"`{c}` {_list_type(c)}" for c in LIST_COLUMNS)
+        df = scored.groupBy("rm_id").applyInPandas(build, schema=schema).toPandas()
+        df["card_id"] = df["card_id"].astype("Int64")
+        df["rank"] = df["rank"].astype("int32")
+        out[name] = df.sort_values(["branch_id", "rm_id", "rank"], kind="stable").reset_index(
+            drop=True
+        )
+    return out
+
+
+def _list_builder(name: str, lst, prefix: str, rms: pd.DataFrame, branches: pd.DataFrame):
+    def build(pdf: pd.DataFrame) -> pd.DataFrame:
+        return _plain(action_list(name, lst, pdf, prefix, rms, branches))
+
+    return build
+
+
+def _list_type(column: str) -> str:
+    return {
+        "as_of": "timestamp_ntz",
+        "branch_id": "int",
+        "rm_id": "int",
+        "rank": "int",
+        "customer_id": "bigint",
+        "card_id": "bigint",
+        "probability": "double",
+        "percentile": "double",
+        "decile": "tinyint",
+    }.get(column, "string")
