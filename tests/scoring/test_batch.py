@@ -1,0 +1,162 @@
+"""`bookpulse score` (local engine): outputs, lists, manifest, safety, re-runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bookpulse.book import io
+from bookpulse.scoring import batch
+from bookpulse.scoring.actions import rm_caps
+from bookpulse.scoring.batch import ScoringError, file_entries, read_scores, score_month
+
+
+@pytest.fixture(scope="module")
+def scored(trainable_book, champions, catalogs, playbook, score_month, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    out = home / "scores" / score_month
+    manifest = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
+    return home, out, manifest
+
+
+def score_month_run(book, home, month, champions, catalogs, playbook, out=None):
+    return score_month(book, home, month, champions, catalogs, playbook, out)
+
+
+def test_every_active_customer_and_new_card_is_scored(scored, trainable_book, score_month):
+    from bookpulse.features import build_from_book
+
+    _, out, manifest = scored
+    customers, cards = build_from_book(trainable_book, score_month)
+    cust = read_scores(out, "customers")
+    assert list(cust["customer_id"]) == sorted(customers["customer_id"])
+    assert cust["churn_probability"].between(0, 1).all()
+    private = cust["tier"] == "private"
+    assert cust.loc[~private, "upgrade_probability"].notna().all()
+    assert cust.loc[private, "upgrade_probability"].isna().all()
+    card = read_scores(out, "cards")
+    assert sorted(card["card_id"]) == sorted(cards["card_id"])
+    assert manifest["rows_out"]["customers"] == len(cust)
+    assert manifest["rows_in"]["active_customers"] == len(customers)
+    # deciles split the book in tenths, decile 1 holding the highest scores
+    counts = cust["churn_decile"].value_counts()
+    assert counts.max() - counts.min() <= 0.02 * len(cust) + 2
+    top = cust.loc[cust["churn_decile"] == 1, "churn_probability"].min()
+    assert top >= cust.loc[cust["churn_decile"] == 2, "churn_probability"].max()
+
+
+def test_the_manifest_names_models_and_checks_every_file(scored, champions):
+    _, out, manifest = scored
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["files"] == file_entries(out)
+    assert set(on_disk["files"]) >= {
+        "customers.parquet",
+        "cards.parquet",
+        "lists/retention.csv",
+        "lists/retention.parquet",
+        "lists/upgrade.csv",
+        "lists/activation.csv",
+    }
+    for name, m in on_disk["models"].items():
+        assert m["version"] == "7" and m["spec_hash"] == champions[name].spec.spec_hash
+    assert {"validate", "features", "scoring", "lists", "write", "total"} <= set(
+        on_disk["timings_seconds"]
+    )
+
+
+def test_lists_are_ranked_capped_per_rm_and_carry_an_action(scored, trainable_book, playbook):
+    _, out, _ = scored
+    rms = io.read_static(trainable_book, "rms")
+    for name, lst in playbook.lists.items():
+        df = pd.read_csv(out / "lists" / f"{name}.csv")
+        assert len(df) > 0, name
+        caps = rm_caps(rms, lst)
+        per_rm = df.groupby("rm_id")["rank"].agg(["max", "count"])
+        assert (per_rm["count"] <= caps.reindex(per_rm.index)).all()
+        assert (per_rm["max"] == per_rm["count"]).all(), "ranks run 1..n within an RM"
+        ascending = lst.rank == "lowest_first"
+        for _, g in df.groupby("rm_id"):
+            p = g.sort_values("rank")["probability"].to_numpy()
+            assert (np.diff(p) >= 0).all() if ascending else (np.diff(p) <= 0).all()
+        if not ascending:
+            assert (df["decile"] <= lst.max_decile).all()
+        assert df["suggested_action"].str.len().min() > 10 and df["reason"].notna().all()
+        for _, row in df.head(20).iterrows():
+            assert row["suggested_action"] == lst.action_for(row["segment"], row["tier"])
+
+
+def test_a_rerun_gives_identical_files_and_duplicates_nothing(
+    scored, trainable_book, champions, catalogs, playbook, score_month
+):
+    home, out, first = scored
+    again = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
+    assert again["files"] == first["files"]
+    siblings = [p.name for p in out.parent.iterdir()]
+    assert siblings == [score_month], "no temporary or old folders left behind"
+
+
+def test_a_crash_mid_run_publishes_nothing_and_keeps_the_last_month(
+    scored, trainable_book, champions, catalogs, playbook, score_month, monkeypatch
+):
+    home, out, _ = scored
+    before = file_entries(out)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(batch, "_write_table", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
+    monkeypatch.undo()
+    assert file_entries(out) == before
+    assert [p.name for p in out.parent.iterdir()] == [score_month]
+    # and a re-run completes cleanly
+    after = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
+    assert after["files"] == before
+
+
+def test_a_bad_book_is_refused_before_anything_is_written(
+    trainable_book, champions, catalogs, playbook, score_month, tmp_path
+):
+    book = tmp_path / "book"
+    shutil.copytree(trainable_book, book)
+    snap = io.monthly_path(book, "snapshots", score_month)
+    df = pd.read_parquet(snap)
+    df.loc[df.index[:3], "aum_current"] = -5.0
+    df.to_parquet(snap)
+    with pytest.raises(ScoringError, match="aum_current") as err:
+        score_month_run(book, tmp_path, score_month, champions, catalogs, playbook)
+    assert "bookpulse book validate" in str(err.value)
+    assert not (tmp_path / "scores").exists()
+    with pytest.raises(ScoringError, match="not a month of the book"):
+        score_month_run(book, tmp_path, "2031-01", champions, catalogs, playbook)
+
+
+def test_a_model_needing_a_feature_the_pipeline_lacks_is_refused(
+    trainable_book, champions, catalogs, playbook, score_month, tmp_path
+):
+    from dataclasses import replace
+
+    churn = champions["churn"]
+    renamed = replace(churn.model, features=[*churn.model.features[:-1], "retired_feature"])
+    broken = {**champions, "churn": replace(churn, model=renamed)}
+    with pytest.raises(ScoringError, match="retired_feature"):
+        score_month_run(trainable_book, tmp_path, score_month, broken, catalogs, playbook)
+    assert not (tmp_path / "scores").exists()
+
+
+def test_score_command_explains_a_missing_champion(tmp_path, trainable_book) -> None:
+    from typer.testing import CliRunner
+
+    from bookpulse import cli
+
+    env = {"BOOKPULSE_HOME": str(tmp_path)}
+    res = CliRunner().invoke(cli.app, ["score", "--book", str(trainable_book)], env=env)
+    assert res.exit_code == 2, res.output
+    assert "no champion" in res.output and "bookpulse promote" in res.output
+    res = CliRunner().invoke(cli.app, ["score", "--engine", "dask"], env=env)
+    assert res.exit_code == 2 and "unknown engine" in res.output
