@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the locked set
 
-demo: $(STAMP)  ## generate the default synthetic book and print its summary
+demo: $(STAMP)  ## the whole job on the synthetic default: book, features, training, promotion, scoring
 	$(BIN)/bookpulse demo
 
 ui: $(STAMP)  ## MLflow UI on the embedded store: experiments, runs, registry
@@ -37,6 +37,7 @@ bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
 	$(BIN)/python benchmarks/generate_book.py
 	$(BIN)/python benchmarks/build_features.py
 	$(BIN)/python benchmarks/train_models.py
+	$(BIN)/python benchmarks/score_book.py --home $(BOOKPULSE_HOME)
 
 lock: ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
