@@ -20,6 +20,20 @@ class Settings(BaseSettings):
         description="folder holding features/ and models/ (the project root by default)",
     )
 
+    online_store: str | None = Field(
+        default=None,
+        description="redis://host:port/db for the API's feature store; default: a SQLite file "
+        "under home (BOOKPULSE_ONLINE_STORE)",
+    )
+    api_keys: str | None = Field(
+        default=None, description="comma-separated API keys for the scoring routes"
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="a file of API keys, one per line (a mounted secret)"
+    )
+    admin_keys: str | None = Field(default=None, description="keys for /v1/admin routes")
+    admin_keys_file: Path | None = None
+
     @cached_property
     def book_dir(self) -> Path:
         """The default book: `$BOOKPULSE_HOME/book`."""

@@ -225,8 +225,10 @@ def score_month(
     playbook: Playbook,
     out: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    online=None,
 ) -> dict:
     """Score month `as_of` of `book` locally and publish it at `out`; return the manifest.
+    With `online` (an online store), the month's feature vectors go there too, for the API.
 
     `progress(stage, done, total)` is told the rows scored so far."""
     t = Timer()
@@ -267,7 +269,7 @@ def score_month(
         "active_customers": int(len(customers_f)),
         "new_unused_cards": int(len(cards_f)),
     }
-    return publish(
+    manifest = publish(
         out,
         as_of,
         book,
@@ -278,6 +280,50 @@ def score_month(
         lists,
         t,
         started,
+    )
+    if online is not None:
+        online.publish(online_snapshot(as_of, champions, customers_f, cards_f, cust, card))
+    return manifest
+
+
+def online_snapshot(
+    as_of: str,
+    champions: dict[str, Champion],
+    customers_f: pd.DataFrame,
+    cards_f: pd.DataFrame,
+    cust: pd.DataFrame,
+    card: pd.DataFrame,
+):
+    """What the API needs of this month: each row's features (those the champions use) with
+    its context, and the month's score distributions (for percentiles)."""
+    from bookpulse.serving.store import Snapshot
+
+    def rows(features: pd.DataFrame, table: pd.DataFrame, key: str, entity: str):
+        used = sorted(
+            {
+                f
+                for c in champions.values()
+                if c.spec.target.entity == entity
+                for f in c.model.features
+            }
+        )
+        context = ["customer_id", "branch_id", "rm_id", "segment", "tier"]
+        ctx = table[[key, *[c for c in context if c != key]]].set_index(key)
+        feats = features[[key, "as_of", *[f for f in used if f not in ctx.columns]]]
+        return feats.set_index(key).join(ctx, how="left").reset_index()
+
+    dists = {
+        prefix: table[f"{prefix}_probability"].dropna().to_numpy()
+        for prefix, table in (("churn", cust), ("upgrade", cust), ("activation", card))
+        if f"{prefix}_probability" in table
+    }
+    return Snapshot(
+        as_of=as_of,
+        rows={
+            "customer": rows(customers_f, cust, "customer_id", "customer"),
+            "card": rows(cards_f, card, "card_id", "card"),
+        },
+        distributions=dists,
     )
 
 
