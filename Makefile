@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench lock clean ui
+.PHONY: install demo test lint bench lock clean ui serve
 
 BOOKPULSE_HOME ?= data
 
@@ -21,6 +21,9 @@ install: $(STAMP)  ## create .venv and install the locked set
 
 demo: $(STAMP)  ## the whole job on the synthetic default: book, features, training, promotion, scoring
 	$(BIN)/bookpulse demo
+
+serve: $(STAMP)  ## the real-time API on 127.0.0.1:3000 (run make demo first)
+	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse serve --port 3000
 
 ui: $(STAMP)  ## MLflow UI on the embedded store: experiments, runs, registry
 	@mkdir -p $(BOOKPULSE_HOME)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -668,8 +669,18 @@ def score(
                     elapsed = bar.tasks[0].elapsed or 1e-9
                     bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f}")
 
+                from bookpulse.serving.store import open_store
+
                 manifest = score_month(
-                    book, settings.home, month, champions, catalogs, playbook, target, progress
+                    book,
+                    settings.home,
+                    month,
+                    champions,
+                    catalogs,
+                    playbook,
+                    target,
+                    progress,
+                    online=open_store(settings.home, settings.online_store),
                 )
     except (BookError, ScoringError, NoChampion, SpecError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
@@ -692,6 +703,65 @@ def _print_score_summary(target: Path, manifest: dict) -> None:
     console.print(
         f"[green]published[/] {target}: customers.parquet, cards.parquet, lists/*.csv and "
         f"*.parquet, manifest.json"
+    )
+
+
+def _key_file(home: Path, name: str) -> Path:
+    """A random key kept under $BOOKPULSE_HOME (mode 600), made once."""
+    import secrets
+
+    path = home / name
+    if not path.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path
+
+
+def _curl_example(home: Path, port: int, customer_id: int | None) -> str:
+    key = "$(cat " + str(home / "api_key") + ")"
+    ident = customer_id if customer_id is not None else 100001
+    return (
+        f"curl -s -X POST http://127.0.0.1:{port}/v1/customers/score "
+        f'-H "X-API-Key: {key}" -H "Content-Type: application/json" '
+        f"-d '{{\"customer_ids\": [{ident}]}}'"
+    )
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (use --host to expose).")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the real-time scoring API (BentoML) with the champion models and the online
+    store the last `bookpulse score` published. Callers send the header X-API-Key: keys come
+    from BOOKPULSE_API_KEYS or BOOKPULSE_API_KEYS_FILE; without either, a key is made in
+    $BOOKPULSE_HOME/api_key (and an admin key for /v1/admin/reload in admin_key)."""
+    import os
+    import shutil
+
+    settings = _settings()
+    env = dict(os.environ, BOOKPULSE_HOME=str(settings.home.resolve()))
+    if not (settings.api_keys or settings.api_keys_file):
+        env["BOOKPULSE_API_KEYS_FILE"] = str(_key_file(settings.home, "api_key").resolve())
+    if not (settings.admin_keys or settings.admin_keys_file):
+        env["BOOKPULSE_ADMIN_KEYS_FILE"] = str(_key_file(settings.home, "admin_key").resolve())
+    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    console.print(
+        f"serving on http://{host}:{port}; try:\n  {_curl_example(settings.home, port, None)}"
+    )
+    os.execve(
+        bentoml,
+        [
+            bentoml,
+            "serve",
+            "bookpulse.serving.service:Scoring",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+        env,
     )
 
 
@@ -767,6 +837,14 @@ def demo() -> None:
         return
     console.print()
     score(as_of=latest, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
+    _key_file(settings.home, "api_key")
+    first = pd.read_parquet(
+        settings.home / "scores" / latest / "customers.parquet", columns=["customer_id"]
+    )["customer_id"].iloc[0]
+    console.print(
+        "\n[bold]The API[/]: start it with [bold]make serve[/] (or bookpulse serve), then:\n  "
+        + _curl_example(settings.home, 3000, int(first))
+    )
 
 
 if __name__ == "__main__":

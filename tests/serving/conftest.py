@@ -1,0 +1,53 @@
+"""A home with champions in the MLflow registry and a scored month in the online store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
+
+API_KEY = "test-key-0123456789"
+ADMIN_KEY = "admin-key-9876543210"
+MONTH = "2026-09"
+
+
+def quick(spec):
+    lgb = spec.lightgbm.model_copy(update={"num_boost_round": 60, "early_stopping_rounds": 15})
+    gates = GateSpec(min_auc=0.51, max_calibration_error=0.5, max_auc_drop=0.2)
+    return spec.model_copy(update={"lightgbm": lgb, "gates": gates})
+
+
+@pytest.fixture(scope="session")
+def served_home(trainable_book: Path, tmp_path_factory) -> Path:
+    from bookpulse.scoring.batch import score_month
+    from bookpulse.scoring.champions import load_champions
+    from bookpulse.serving.store import open_store
+    from bookpulse.training.registry import promote
+    from bookpulse.training.train import train_models
+
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")
+    home = tmp_path_factory.mktemp("served")
+    specs = [quick(s) for s in load_model_specs().values()]
+    train_models(trainable_book, home, specs, threads=1)
+    for spec in specs:
+        assert promote(home, trainable_book, spec).outcome == "promoted"
+    catalog = load_feature_catalog()
+    catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
+    champions = load_champions(home, specs)
+    score_month(
+        trainable_book, home, MONTH, champions, catalogs, load_playbook(), online=open_store(home)
+    )
+    return home
+
+
+@pytest.fixture()
+def api_env(served_home: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("BOOKPULSE_HOME", str(served_home))
+    monkeypatch.setenv("BOOKPULSE_API_KEYS", f"other-key,{API_KEY}")
+    monkeypatch.setenv("BOOKPULSE_ADMIN_KEYS", ADMIN_KEY)
+    monkeypatch.delenv("BOOKPULSE_ONLINE_STORE", raising=False)
+    return served_home

@@ -1,0 +1,199 @@
+"""The API in process (BentoML's ASGI app): answers, agreement with the batch, safety."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import ADMIN_KEY, API_KEY, MONTH  # tests/serving/conftest.py
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def client(served_home: Path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOOKPULSE_HOME", str(served_home))
+        mp.setenv("BOOKPULSE_API_KEYS", f"other-key,{API_KEY}")
+        mp.setenv("BOOKPULSE_ADMIN_KEYS", ADMIN_KEY)
+        mp.delenv("BOOKPULSE_ONLINE_STORE", raising=False)
+        from bookpulse.serving.service import Scoring
+
+        with TestClient(Scoring.to_asgi()) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def batch(served_home: Path) -> dict[str, pd.DataFrame]:
+    out = served_home / "scores" / MONTH
+    return {
+        "customers": pd.read_parquet(out / "customers.parquet").set_index("customer_id"),
+        "cards": pd.read_parquet(out / "cards.parquet").set_index("card_id"),
+    }
+
+
+def test_health_and_readiness(client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    # /metrics needs the Prometheus set-up of a served process: see test_served.py
+
+
+def test_every_scoring_route_needs_a_key(client) -> None:
+    for path, body in (
+        ("/v1/customers/score", {"customer_ids": [1]}),
+        ("/v1/cards/score", {"card_ids": [1]}),
+        ("/v1/customers/score-features", {"customers": [{}]}),
+        ("/v1/admin/reload", {}),
+    ):
+        assert client.post(path, json=body).status_code == 401
+        assert client.post(path, json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    # the scoring key does not open the admin route
+    assert client.post("/v1/admin/reload", json={}, headers=AUTH).status_code == 401
+
+
+def test_scores_by_id_equal_the_batch(client, batch) -> None:
+    cust = batch["customers"]
+    ids = [int(i) for i in cust.index[:40]] + [424242424]
+    r = client.post("/v1/customers/score", json={"customer_ids": ids}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_of"] == MONTH and set(body["models"]) == {
+        "bookpulse-churn",
+        "bookpulse-tier_upgrade",
+        "bookpulse-card_activation",
+    }
+    results = body["results"]
+    assert [x["id"] for x in results] == ids
+    assert results[-1] == {"id": 424242424, "status": "not_found"}
+    for res in results[:-1]:
+        row = cust.loc[res["id"]]
+        assert res["status"] == "ok" and res["tier"] == row["tier"]
+        assert res["as_of"] == "2026-09-30"
+        for prefix in ("churn", "upgrade"):
+            got = res["scores"].get(prefix)
+            if pd.isna(row[f"{prefix}_probability"]):
+                assert got is None
+                continue
+            assert got["probability"] == row[f"{prefix}_probability"]  # exactly
+            assert got["percentile"] == row[f"{prefix}_percentile"]
+            assert got["decile"] == row[f"{prefix}_decile"]
+            for k, reason in enumerate(got["reasons"], 1):
+                assert reason["feature"] == row[f"{prefix}_reason{k}_feature"]
+                assert reason["sentence"] == row[f"{prefix}_reason{k}_sentence"]
+            assert got["model_version"] == row[f"{prefix}_model_version"]
+            assert len(got["suggested_action"]) > 10
+
+
+def test_cards_by_id_equal_the_batch(client, batch) -> None:
+    cards = batch["cards"]
+    ids = [int(i) for i in cards.index[:20]]
+    r = client.post("/v1/cards/score", json={"card_ids": ids}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    for res in r.json()["results"]:
+        got = res["scores"]["activation"]
+        assert got["probability"] == cards.loc[res["id"], "activation_probability"]
+        assert got["decile"] == cards.loc[res["id"], "activation_decile"]
+
+
+def test_a_feature_payload_scores_like_the_stored_vector(client, served_home) -> None:
+    from bookpulse.serving.store import open_store
+
+    store = open_store(served_home)
+    ids = [
+        int(i)
+        for i in list(
+            pd.read_parquet(
+                served_home / "scores" / MONTH / "customers.parquet", columns=["customer_id"]
+            )["customer_id"]
+        )[:5]
+    ]
+    docs = store.get("customer", ids)
+    schema = client.get("/docs.json").json()
+    assert "/v1/customers/score-features" in schema["paths"]
+    rows = []
+    for i in ids:
+        doc = docs[i]
+        features = {k: v for k, v in doc.items() if k not in ("branch_id", "rm_id", "customer_id")}
+        rows.append({"id": i, **features})
+    by_payload = client.post(
+        "/v1/customers/score-features", json={"customers": rows}, headers=AUTH
+    ).json()["results"]
+    by_id = client.post("/v1/customers/score", json={"customer_ids": ids}, headers=AUTH).json()[
+        "results"
+    ]
+    for a, b in zip(by_payload, by_id, strict=True):
+        assert a["id"] == b["id"]
+        assert a["scores"]["churn"]["probability"] == b["scores"]["churn"]["probability"]
+
+
+def test_bad_requests_name_the_field_and_never_echo_the_data(client, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    secret = 987654.321
+    r = client.post("/v1/customers/score", json={"customer_ids": []}, headers=AUTH)
+    assert r.status_code == 400 and "customer_ids" in r.text
+    r = client.post(
+        "/v1/customers/score", json={"customer_ids": list(range(1, 1002))}, headers=AUTH
+    )
+    assert r.status_code == 400 and "customer_ids" in r.text
+    r = client.post("/v1/customers/score", json={"customer_ids": ["x"]}, headers=AUTH)
+    assert r.status_code == 400
+    r = client.post(
+        "/v1/customers/score-features",
+        json={"customers": [{"aum_log": "rich-customer-secret", "age": secret}]},
+        headers=AUTH,
+    )
+    assert r.status_code == 400 and "aum_log" in r.text
+    r = client.post(
+        "/v1/customers/score-features",
+        json={"customers": [{"tier": "platinum-secret"}]},
+        headers=AUTH,
+    )
+    assert r.status_code == 400 and "tier" in r.text
+    for text in (r.text, caplog.text):
+        assert "rich-customer-secret" not in text and "platinum-secret" not in text
+        assert str(secret) not in text
+    big = "x" * (5 * 1024 * 1024)
+    r = client.post(
+        "/v1/customers/score", content=big, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_home) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from bookpulse.training import tracking
+
+    r = client.post("/v1/admin/reload", json={}, headers={"X-API-Key": ADMIN_KEY})
+    assert r.status_code == 200 and r.json()["reloaded"] is True
+    before = r.json()["models"]
+    tracking.configure(served_home)
+    mlc = MlflowClient()
+    broken = mlc.create_model_version(
+        "bookpulse-churn", source=str(served_home / "no-such-model"), run_id=None
+    )
+    good = before["bookpulse-churn"]
+    mlc.set_registered_model_alias("bookpulse-churn", "champion", broken.version)
+    try:
+        r = client.post("/v1/admin/reload", json={}, headers={"X-API-Key": ADMIN_KEY})
+        assert r.status_code == 200 and r.json()["reloaded"] is False
+        assert r.json()["models"] == before
+        ok = client.post("/v1/customers/score", json={"customer_ids": [1]}, headers=AUTH)
+        assert ok.status_code == 200 and ok.json()["models"]["bookpulse-churn"] == good
+    finally:
+        mlc.set_registered_model_alias("bookpulse-churn", "champion", good)
+
+
+def test_percentiles_come_from_the_batch_months_distribution(served_home) -> None:
+    from bookpulse.serving.api import _ranks
+    from bookpulse.serving.store import open_store
+
+    dist = open_store(served_home).distribution("churn")
+    assert dist is not None and (np.diff(dist) >= 0).all()
+    pct, dec = _ranks(np.array([dist[0], dist[-1]]), dist)
+    assert pct[0] == 0.0 and dec[0] == 10 and pct[1] == 100.0 and dec[1] == 1
