@@ -30,15 +30,19 @@ def tracking_uri(home: Path) -> str:
 def configure(home: Path) -> str:
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     uri = tracking_uri(home)
     mlflow.set_tracking_uri(uri)
     # the registry follows tracking unless the user pointed it elsewhere
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    # set_tracking_uri also exports MLFLOW_TRACKING_URI; leave the user's environment as it was,
-    # so that it keeps telling "a server was asked for" from "the embedded default".
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or uri)
+    # set_*_uri also export MLFLOW_*_URI; leave the user's environment as it was, so that it
+    # keeps telling "a server was asked for" from "the embedded default" (and a later call for
+    # another home is not pinned to this one).
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return uri
 
 

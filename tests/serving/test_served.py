@@ -1,0 +1,110 @@
+"""A real `bentoml serve` process on loopback: the CRM's view, metrics, and a schemathesis run
+against the service's own OpenAPI spec (no 5xx whatever it is sent)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+
+from conftest import ADMIN_KEY, API_KEY, MONTH  # tests/serving/conftest.py
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_home: Path):
+    port = _free_port()
+    env = dict(
+        os.environ,
+        BOOKPULSE_HOME=str(served_home),
+        BOOKPULSE_API_KEYS=API_KEY,
+        BOOKPULSE_ADMIN_KEYS=ADMIN_KEY,
+        BENTOML_HOME=str(served_home / "bentoml"),
+    )
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    log = (served_home / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [
+            bentoml,
+            "serve",
+            "bookpulse.serving.service:Scoring",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = (served_home / f"serve-{port}.log").read_text()[-3000:]
+                pytest.fail(f"bentoml serve exited: {tail}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("bentoml serve did not become ready in 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_a_served_process_answers_like_the_batch(server, served_home) -> None:
+    cust = pd.read_parquet(served_home / "scores" / MONTH / "customers.parquet")
+    ids = [int(i) for i in cust["customer_id"].head(10)]
+    r = httpx.post(f"{server}/v1/customers/score", json={"customer_ids": ids}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    got = {x["id"]: x["scores"]["churn"]["probability"] for x in r.json()["results"]}
+    want = cust.set_index("customer_id").loc[ids, "churn_probability"]
+    assert [got[i] for i in ids] == list(want)
+    assert httpx.post(f"{server}/v1/customers/score", json={"customer_ids": ids}).status_code == 401
+    metrics = httpx.get(f"{server}/metrics").text
+    assert "bentoml_service_request" in metrics
+
+
+def test_no_request_makes_the_server_fail(server) -> None:
+    """Schemathesis generates requests from the service's OpenAPI spec: any 5xx fails."""
+    api = schemathesis.openapi.from_url(f"{server}/docs.json").include(path_regex="^/v1/")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert len(operations) >= 5
+    for op in operations:
+        _fuzz(op, ADMIN_KEY if "/admin/" in op.path else API_KEY)
+
+
+def _fuzz(op, key: str) -> None:
+    @given(case=op.as_strategy())
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    def run(case) -> None:
+        case.call_and_validate(headers={"X-API-Key": key}, checks=[not_a_server_error])
+
+    run()
