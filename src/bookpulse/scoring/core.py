@@ -47,6 +47,11 @@ class Champion:
     def paths(self) -> PathAttribution:
         return PathAttribution.from_booster(self.model.booster)
 
+    @cached_property
+    def level_codes(self) -> dict[str, dict[str, int]]:
+        """For each categorical feature, level -> its code in the model's input."""
+        return {f: {lv: i for i, lv in enumerate(ls)} for f, ls in self.model.categories.items()}
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -75,13 +80,7 @@ def score_frame(
     keyed by id and as_of). Percentile and decile come later, from the whole book."""
     key = KEYS[champion.spec.target.entity]
     model = champion.model
-    X = model_matrix(model, frame)
-    raw, credit = champion.paths.score(X)
-    a, b = model.calibration
-    margin = np.clip(raw, -_LOGIT_CAP, _LOGIT_CAP)  # as ScoringModel.calibrate clips
-    probability = expit(a * margin + b)
-    credit *= a
-    top = top_k(credit, REASONS)
+    probability, credit, top = explain(champion, model_matrix(model, frame))
     out = pd.DataFrame(
         {
             key: frame[key].to_numpy(),
@@ -109,6 +108,81 @@ def score_frame(
 
 
 _LOGIT_CAP = float(-np.log(1e-7 / (1 - 1e-7)))  # logit(1 - 1e-7)
+
+
+def explain(champion: Champion, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibrated probability, credits in calibrated log-odds, top reason columns) for the
+    model matrix `X`: the one numeric path every scorer takes."""
+    raw, credit = champion.paths.score(X)
+    a, b = champion.model.calibration
+    margin = np.clip(raw, -_LOGIT_CAP, _LOGIT_CAP)  # as ScoringModel.calibrate clips
+    credit *= a
+    return expit(a * margin + b), credit, top_k(credit, REASONS)
+
+
+def matrix_from_records(champion: Champion, records: list[dict]) -> np.ndarray:
+    """`model_matrix` for a few rows given as dicts (the API), without pandas: numbers as
+    float, categories as their training codes (unknown or missing: NaN)."""
+    model = champion.model
+    X = np.full((len(records), len(model.features)), np.nan)
+    for j, name in enumerate(model.features):
+        codes = champion.level_codes.get(name)
+        for i, r in enumerate(records):
+            v = r.get(name)
+            if v is None:
+                continue
+            if codes is not None:
+                X[i, j] = codes.get(str(v), np.nan)
+            else:
+                X[i, j] = float(v)
+    return X
+
+
+def score_records(
+    champion: Champion, records: list[dict], catalog: dict[str, FeatureSpec]
+) -> list[dict]:
+    """`score_frame` for a few rows given as dicts: the same numbers and sentences, as
+    {probability, reasons: [{feature, direction, contribution, sentence}], model...}."""
+    probability, credit, top = explain(champion, matrix_from_records(champion, records))
+    features = champion.model.features
+    out = []
+    for i, r in enumerate(records):
+        reasons = []
+        for c in top[i]:
+            name = features[c]
+            contribution = float(credit[i, c])
+            direction = "raises" if contribution >= 0 else "lowers"
+            v = r.get(name)
+            value = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            if value is not None and not isinstance(value, str):
+                value = float(value)
+            phrase = reason_phrase(catalog[name], value)
+            reasons.append(
+                {
+                    "feature": name,
+                    "direction": direction,
+                    "contribution": contribution,
+                    "sentence": phrase + _suffix(champion.spec, name, direction),
+                }
+            )
+        out.append(
+            {
+                "probability": float(probability[i]),
+                "reasons": reasons,
+                "model": champion.spec.registered_name,
+                "model_version": champion.version,
+                "run_id": champion.run_id,
+            }
+        )
+    return out
+
+
+def _suffix(spec: ModelSpec, name: str, direction: str) -> str:
+    hint = spec.reason_hints.get(name)
+    tail = getattr(hint, direction) if hint else None
+    return f"; {tail}" if tail else f", which {direction} the {SCORE_NOUN[spec.target.kind]}"
+
+
 REASON_FIELDS = ("feature", "direction", "contribution", "sentence")
 
 
@@ -129,20 +203,17 @@ def sentences(
     """One readable sentence per row: the feature's phrase with the customer's value, then
     the spec's hint for that direction, or which way it moves the score."""
     out = np.empty(len(feature), dtype=object)
-    noun = SCORE_NOUN[spec.target.kind]
     model_features = list(spec.features)
     for f_index in np.unique(idx):
         name = model_features[f_index]
         rows = np.flatnonzero(idx == f_index)
         values = frame[name].to_numpy()[rows]
         phrases = _phrases(catalog[name], values)
-        hint = spec.reason_hints.get(name)
         for d in ("raises", "lowers"):
             sel = direction[rows] == d
             if not sel.any():
                 continue
-            tail = getattr(hint, d) if hint else None
-            suffix = f"; {tail}" if tail else f", which {d} the {noun}"
+            suffix = _suffix(spec, name, d)
             out[rows[sel]] = [p + suffix for p in phrases[sel]]
     return out
 

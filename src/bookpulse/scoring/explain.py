@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+PARALLEL_ROWS = 2048  # below this, one thread: a pool costs more than it saves
 ZERO = 1e-35  # LightGBM's kZeroThreshold
 
 
@@ -85,7 +86,8 @@ class PathAttribution:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} feature columns, got {X.shape}")
-        return _walk_trees(
+        walk = _walk_parallel if len(X) >= PARALLEL_ROWS else _walk_serial
+        return walk(
             X,
             self.root,
             self.feature,
@@ -142,8 +144,7 @@ class _Builder:
         return i
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _walk_trees(
+def _walk_trees_py(
     X,
     root,
     feature,
@@ -198,8 +199,12 @@ def _walk_trees(
     return raw, credit
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _top_k(credit, k):
+_walk_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_walk_trees_py)
+# few rows (the API): no thread pool to start, and safe to call from many threads at once
+_walk_serial = numba.njit(nogil=True)(_walk_trees_py)  # (a second cached copy would clash)
+
+
+def _top_k_py(credit, k):
     """Indices of the k largest |credit| per row, largest first (ties: lower index first)."""
     n, f = credit.shape
     out = np.empty((n, k), dtype=np.int32)
@@ -223,10 +228,15 @@ def _top_k(credit, k):
     return out
 
 
+_top_k_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_top_k_py)
+_top_k_serial = numba.njit(nogil=True)(_top_k_py)
+
+
 def top_k(credit: np.ndarray, k: int = 3) -> np.ndarray:
     """Column indices of each row's k largest credits in absolute value, largest first."""
     k = min(k, credit.shape[1])
-    return _top_k(np.ascontiguousarray(credit), k)
+    pick = _top_k_parallel if len(credit) >= PARALLEL_ROWS else _top_k_serial
+    return pick(np.ascontiguousarray(credit), k)
 
 
 def agreement(top_fast: np.ndarray, top_exact: np.ndarray) -> dict[str, float]:

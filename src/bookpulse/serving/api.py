@@ -5,7 +5,6 @@ so a customer scored by id with the same champion gets the batch's numbers exact
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bookpulse.scoring.batch import PREFIX
-from bookpulse.scoring.core import REASONS, Champion, percentile_and_decile, score_frame
+from bookpulse.scoring.core import Champion, percentile_and_decile, score_records
 from bookpulse.specs import FeatureSpec, Playbook
 
 ENTITY_MODELS = {"customer": ("churn", "tier_upgrade"), "card": ("card_activation",)}
@@ -50,12 +49,10 @@ class Scorer:
     def score_ids(self, entity: str, ids: list[int]) -> list[dict]:
         """One result per id, in the order asked; unknown ids get status not_found."""
         docs = self.store.get(entity, list(dict.fromkeys(ids)))
-        found = [i for i in ids if i in docs]
-        results = {}
-        if found:
-            frame = pd.DataFrame([{KEY[entity]: i, **docs[i]} for i in dict.fromkeys(found)])
-            for i, record in zip(frame[KEY[entity]], self._score(entity, frame), strict=True):
-                results[int(i)] = record
+        found = list(dict.fromkeys(i for i in ids if i in docs))
+        results = dict(
+            zip(found, self._score(entity, [{"id": i, **docs[i]} for i in found]), strict=True)
+        )
         return [results.get(i, {"id": i, "status": "not_found"}) for i in ids]
 
     # --- from a payload ---------------------------------------------------------------
@@ -69,68 +66,55 @@ class Scorer:
         return self._payload_models[entity]
 
     def score_rows(self, entity: str, rows: list[dict]) -> list[dict]:
-        frame = pd.DataFrame(rows, columns=["id", "as_of", *self.features(entity)])
-        frame[KEY[entity]] = frame["id"]
-        for name in self.features(entity):
-            if self.catalogs[entity][name].dtype != "category":
-                frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-        return self._score(entity, frame)
+        """Results for validated feature rows (the CRM's own values)."""
+        return self._score(entity, rows)
 
     # --- shared -----------------------------------------------------------------------
-    def _score(self, entity: str, frame: pd.DataFrame) -> list[dict]:
-        if "as_of" not in frame or frame["as_of"].isna().all():
-            frame = frame.assign(as_of=None)
-        frame = frame.assign(as_of=pd.to_datetime(frame["as_of"], errors="coerce"))
-        for name in self.features(entity):
-            if name not in frame:
-                frame[name] = np.nan
-        out = [
-            {
-                "id": _plain(frame[KEY[entity]].iloc[i]),
-                "status": "ok",
-                "as_of": _date(frame["as_of"].iloc[i]),
-                "tier": _text(frame, "tier" if entity == "customer" else "holder_tier", i),
-                "segment": _text(frame, "segment" if entity == "customer" else "holder_segment", i),
-                "scores": {},
-            }
-            for i in range(len(frame))
-        ]
+    def _score(self, entity: str, records: list[dict]) -> list[dict]:
+        tier_key, segment_key = (
+            ("tier", "segment") if entity == "customer" else ("holder_tier", "holder_segment")
+        )
+        out = []
+        for r in records:
+            tier = r.get("tier") if r.get("tier") is not None else r.get(tier_key)
+            segment = r.get("segment") if r.get("segment") is not None else r.get(segment_key)
+            out.append(
+                {
+                    "id": r.get("id"),
+                    "status": "ok",
+                    "as_of": _date(r.get("as_of")),
+                    "tier": tier,
+                    "segment": segment,
+                    "scores": {},
+                }
+            )
         for name in ENTITY_MODELS[entity]:
             champ = self.champions.get(name)
             if champ is None:
                 continue
-            eligible = np.ones(len(frame), dtype=bool)
-            if name == "tier_upgrade":  # the top tier has nowhere to go
-                eligible = (frame["tier"].astype("string") != "private").fillna(True).to_numpy()
-            rows = np.flatnonzero(eligible)
-            if rows.size == 0:
+            # the top tier has nowhere to go
+            rows = [
+                i for i, o in enumerate(out) if name != "tier_upgrade" or o["tier"] != "private"
+            ]
+            if not rows:
                 continue
-            scored = score_frame(champ, frame.iloc[rows], self.catalogs[entity])
-            probs = scored["probability"].to_numpy()
-            dist = self.store.distribution(PREFIX[name])
-            ranks = _ranks(probs, dist)
+            scored = score_records(champ, [records[i] for i in rows], self.catalogs[entity])
+            probs = np.array([x["probability"] for x in scored])
+            pct, dec = _ranks(probs, self.store.distribution(PREFIX[name]))
             lst = self.playbook.lists.get(LIST_FOR[name])
-            for j, r in enumerate(rows):
-                rec = scored.iloc[j]
-                seg = out[r]["segment"] or ""
-                tier = out[r]["tier"] or ""
-                out[r]["scores"][PREFIX[name]] = {
-                    "probability": float(rec["probability"]),
-                    "percentile": ranks[0][j],
-                    "decile": ranks[1][j],
-                    "reasons": [
-                        {
-                            "feature": rec[f"reason{k}_feature"],
-                            "direction": rec[f"reason{k}_direction"],
-                            "contribution": float(rec[f"reason{k}_contribution"]),
-                            "sentence": rec[f"reason{k}_sentence"],
-                        }
-                        for k in range(1, REASONS + 1)
-                    ],
-                    "suggested_action": lst.action_for(seg, tier) if lst else None,
-                    "model": champ.spec.registered_name,
-                    "model_version": champ.version,
-                    "run_id": champ.run_id,
+            for j, i in enumerate(rows):
+                action = (
+                    lst.action_for(out[i]["segment"] or "", out[i]["tier"] or "") if lst else None
+                )
+                out[i]["scores"][PREFIX[name]] = {
+                    "probability": scored[j]["probability"],
+                    "percentile": pct[j],
+                    "decile": dec[j],
+                    "reasons": scored[j]["reasons"],
+                    "suggested_action": action,
+                    "model": scored[j]["model"],
+                    "model_version": scored[j]["model_version"],
+                    "run_id": scored[j]["run_id"],
                 }
         return out
 
@@ -145,23 +129,14 @@ def _ranks(probs: np.ndarray, dist: np.ndarray | None) -> tuple[list, list]:
     return [float(x) for x in r["percentile"]], [int(x) for x in r["decile"]]
 
 
-def _plain(v):
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return None if math.isnan(v) else float(v)
-    return v
-
-
 def _date(v) -> str | None:
-    return None if v is None or pd.isna(v) else pd.Timestamp(v).strftime("%Y-%m-%d")
-
-
-def _text(frame: pd.DataFrame, col: str, i: int) -> str | None:
-    if col not in frame:
+    if v is None or v == "":
         return None
-    v = frame[col].iloc[i]
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    try:
+        stamp = pd.Timestamp(v)
+    except (ValueError, TypeError, OverflowError):
+        return None  # the CRM's own label, not a date: not echoed (it may be anything)
+    return None if pd.isna(stamp) else stamp.strftime("%Y-%m-%d")
 
 
 def payload_model(

@@ -1,0 +1,272 @@
+"""Benchmark: the real-time API under load, from a separate client process on loopback.
+
+1. `bentoml serve` of bookpulse: single-customer score-by-id at 100 requests/s for 60 s
+   (open loop: requests leave on schedule whether or not earlier ones returned): p50, p99,
+   errors.
+2. `mlflow models serve` of the champion churn model (the registered pyfunc, feature payloads
+   of one customer): the same load.
+3. For both, the highest rate (stepped up, 10 s a step) still answered with p99 <= 25 ms and
+   no errors; and the ratio.
+
+Targets (issue 6): p99 <= 25 ms and no errors at 100/s; at least 1.5x the requests/s that
+`mlflow models serve` sustains at the same p99.
+
+    .venv/bin/python benchmarks/api_latency.py [--home DIR] [--seconds 60]
+
+`--home` (default $BOOKPULSE_HOME or ./data) must hold champions and a scored month: run
+`make demo` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+KEY = "bench-key-0123456789"
+P99_MS = 25.0
+STEPS = (100, 200, 300, 400, 600, 800)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited before it was ready ({url})")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server not ready after {timeout} s ({url})")
+
+
+def _bentoml(home: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, BOOKPULSE_HOME=str(home), BOOKPULSE_API_KEYS=KEY)
+    exe = str(Path(sys.executable).with_name("bentoml"))
+    return subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "bookpulse.serving.service:Scoring",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _mlflow(home: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db")
+    exe = str(Path(sys.executable).with_name("mlflow"))
+    return subprocess.Popen(
+        [
+            exe,
+            "models",
+            "serve",
+            "-m",
+            "models:/bookpulse-churn@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _requests(home: Path) -> tuple[list[str], list[str]]:
+    """Bodies for both servers: customer ids, and the same customers' churn features."""
+    import pandas as pd
+
+    from bookpulse.serving.store import open_store
+    from bookpulse.specs import load_model_specs
+
+    store = open_store(home)
+    month = store.as_of()
+    ids = pd.read_parquet(home / "scores" / month / "customers.parquet", columns=["customer_id"])
+    ids = [int(i) for i in ids["customer_id"].sample(500, random_state=0)]
+    docs = store.get("customer", ids)
+    features = list(load_model_specs()["churn"].features)
+    by_id = [json.dumps({"customer_ids": [i]}) for i in ids]
+    payloads = [
+        json.dumps(
+            {"dataframe_split": {"columns": features, "data": [[docs[i].get(f) for f in features]]}}
+        )
+        for i in ids
+    ]
+    return by_id, payloads
+
+
+async def _load(url: str, bodies: list[str], rate: float, seconds: float, headers: dict) -> dict:
+    import httpx
+
+    n = int(rate * seconds)
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def one(i: int, at: float) -> None:
+            nonlocal errors
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = time.perf_counter()
+            try:
+                r = await client.post(url, content=bodies[i % len(bodies)], headers=headers)
+                if r.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            lat.append((time.perf_counter() - t) * 1000)
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
+        took = time.perf_counter() - start
+    a = np.asarray(lat)
+    return {
+        "rate": rate,
+        "sent": n,
+        "achieved_rps": n / took,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "errors": errors,
+    }
+
+
+def _client(args) -> None:
+    bodies = json.loads(Path(args.bodies).read_text())
+    headers = {"Content-Type": "application/json", **json.loads(args.headers)}
+    out = asyncio.run(_load(args.url, bodies, args.rate, args.seconds, headers))
+    print(json.dumps(out))
+
+
+def _measure(url: str, bodies_file: Path, headers: dict, rate: float, seconds: float) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--client",
+            "--url",
+            url,
+            "--bodies",
+            str(bodies_file),
+            "--headers",
+            json.dumps(headers),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _max_rate(url, bodies_file, headers) -> float:
+    best = 0.0
+    for rate in STEPS:
+        r = _measure(url, bodies_file, headers, rate, 10)
+        ok = r["errors"] == 0 and r["p99_ms"] <= P99_MS and r["achieved_rps"] >= 0.95 * rate
+        print(
+            f"    {rate:4d}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"errors {r['errors']}" + ("" if ok else "  (over)"),
+            flush=True,
+        )
+        if not ok:
+            break
+        best = float(rate)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("BOOKPULSE_HOME", "data")))
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--client", action="store_true")
+    parser.add_argument("--url")
+    parser.add_argument("--bodies")
+    parser.add_argument("--headers", default="{}")
+    parser.add_argument("--rate", type=float, default=100)
+    args = parser.parse_args()
+    if args.client:
+        _client(args)
+        return
+    home = args.home.resolve()
+    by_id, payloads = _requests(home)
+    work = home / "bench-api"
+    work.mkdir(exist_ok=True)
+    (work / "ids.json").write_text(json.dumps(by_id))
+    (work / "payloads.json").write_text(json.dumps(payloads))
+    results = {}
+    for name, start, path, bodies, headers in (
+        (
+            "bookpulse (bentoml serve)",
+            _bentoml,
+            "/v1/customers/score",
+            work / "ids.json",
+            {"X-API-Key": KEY},
+        ),
+        ("mlflow models serve", _mlflow, "/invocations", work / "payloads.json", {}),
+    ):
+        port = _free_port()
+        proc = start(home, port)
+        try:
+            ready = "/readyz" if "bentoml" in name else "/ping"
+            _wait(f"http://127.0.0.1:{port}{ready}", proc)
+            url = f"http://127.0.0.1:{port}{path}"
+            _measure(url, bodies, headers, 20, 3)  # warm up
+            steady = _measure(url, bodies, headers, 100, args.seconds)
+            print(
+                f"{name}: 100/s for {args.seconds:.0f} s: p50 {steady['p50_ms']:.1f} ms, "
+                f"p99 {steady['p99_ms']:.1f} ms, errors {steady['errors']} of "
+                f"{steady['sent']}",
+                flush=True,
+            )
+            print(f"  highest rate with p99 <= {P99_MS:.0f} ms and no errors:", flush=True)
+            results[name] = {"steady": steady, "max_rate": _max_rate(url, bodies, headers)}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    a, b = (results[k]["max_rate"] for k in results)
+    print(
+        f"sustained at p99 <= {P99_MS:.0f} ms: bookpulse {a:.0f}/s, mlflow models serve "
+        f"{b:.0f}/s: ratio {a / b if b else float('inf'):.1f}x (target >= 1.5x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
