@@ -33,7 +33,8 @@ import numpy as np
 
 KEY = "bench-key-0123456789"
 P99_MS = 25.0
-STEPS = (100, 200, 300, 400, 600, 800)
+STEPS = (5, 10, 20, 50, 100, 200, 300, 400)
+P99_LOOSE_MS = 100.0
 
 
 def _free_port() -> int:
@@ -78,7 +79,11 @@ def _bentoml(home: Path, port: int) -> subprocess.Popen:
 
 
 def _mlflow(home: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
+        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",  # its uvicorn
+    )
     exe = str(Path(sys.executable).with_name("mlflow"))
     return subprocess.Popen(
         [
@@ -134,11 +139,8 @@ async def _load(url: str, bodies: list[str], rate: float, seconds: float, header
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=10) as client:
 
-        async def one(i: int, at: float) -> None:
+        async def one(i: int) -> None:
             nonlocal errors
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
             t = time.perf_counter()
             try:
                 r = await client.post(url, content=bodies[i % len(bodies)], headers=headers)
@@ -149,7 +151,13 @@ async def _load(url: str, bodies: list[str], rate: float, seconds: float, header
             lat.append((time.perf_counter() - t) * 1000)
 
         start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
+        tasks = []
+        for i in range(n):  # open loop: each request leaves at its time
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
         took = time.perf_counter() - start
     a = np.asarray(lat)
     return {
@@ -193,19 +201,22 @@ def _measure(url: str, bodies_file: Path, headers: dict, rate: float, seconds: f
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _max_rate(url, bodies_file, headers) -> float:
-    best = 0.0
+def _max_rate(url, bodies_file, headers) -> dict[float, float]:
+    """The highest stepped rate answered with no errors and p99 under each bound."""
+    best = {P99_MS: 0.0, P99_LOOSE_MS: 0.0}
     for rate in STEPS:
         r = _measure(url, bodies_file, headers, rate, 10)
-        ok = r["errors"] == 0 and r["p99_ms"] <= P99_MS and r["achieved_rps"] >= 0.95 * rate
+        clean = r["errors"] == 0 and r["achieved_rps"] >= 0.95 * rate
         print(
             f"    {rate:4d}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-            f"errors {r['errors']}" + ("" if ok else "  (over)"),
+            f"errors {r['errors']}",
             flush=True,
         )
-        if not ok:
+        for bound in best:
+            if clean and r["p99_ms"] <= bound:
+                best[bound] = float(rate)
+        if not clean or r["p99_ms"] > P99_LOOSE_MS:
             break
-        best = float(rate)
     return best
 
 
@@ -253,7 +264,7 @@ def main() -> None:
                 f"{steady['sent']}",
                 flush=True,
             )
-            print(f"  highest rate with p99 <= {P99_MS:.0f} ms and no errors:", flush=True)
+            print("  stepped load (10 s a step):", flush=True)
             results[name] = {"steady": steady, "max_rate": _max_rate(url, bodies, headers)}
         finally:
             proc.terminate()
@@ -262,10 +273,12 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     a, b = (results[k]["max_rate"] for k in results)
-    print(
-        f"sustained at p99 <= {P99_MS:.0f} ms: bookpulse {a:.0f}/s, mlflow models serve "
-        f"{b:.0f}/s: ratio {a / b if b else float('inf'):.1f}x (target >= 1.5x)"
-    )
+    for bound in (P99_MS, P99_LOOSE_MS):
+        ratio = a[bound] / b[bound] if b[bound] else float("inf")
+        print(
+            f"sustained with p99 <= {bound:.0f} ms: bookpulse {a[bound]:.0f}/s, mlflow models "
+            f"serve {b[bound]:.0f}/s: ratio {ratio:.1f}x (target >= 1.5x)"
+        )
 
 
 if __name__ == "__main__":

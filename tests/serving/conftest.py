@@ -6,12 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
-
-API_KEY = "test-key-0123456789"
-ADMIN_KEY = "admin-key-9876543210"
-MONTH = "2026-09"
 
 
 def quick(spec):

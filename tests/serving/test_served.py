@@ -16,8 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-
-from conftest import ADMIN_KEY, API_KEY, MONTH  # tests/serving/conftest.py
+from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 AUTH = {"X-API-Key": API_KEY}
 

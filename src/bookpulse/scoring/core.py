@@ -261,9 +261,13 @@ def rank_in_book(probability: pd.Series) -> pd.DataFrame:
 
 def percentile_and_decile(below: np.ndarray, n: int, index=None) -> pd.DataFrame:
     """From each row's count of strictly lower scores among `n` (shared with Spark, which
-    counts them itself)."""
+    counts them itself, and the API, which counts them in the month's distribution)."""
+    pct, dec = percentile_arrays(below, n)
+    return pd.DataFrame({"percentile": pct, "decile": dec}, index=index)
+
+
+def percentile_arrays(below: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    below = np.asarray(below, dtype=np.float64)
     share = below / (n - 1) if n > 1 else np.zeros(len(below))
     decile = 10 - np.minimum(np.floor(share * 10), 9)
-    return pd.DataFrame(
-        {"percentile": np.round(100 * share, 4), "decile": decile.astype(np.int8)}, index=index
-    )
+    return np.round(100 * share, 4), decile.astype(np.int8)

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bookpulse.scoring.batch import PREFIX
-from bookpulse.scoring.core import Champion, percentile_and_decile, score_records
+from bookpulse.scoring.core import Champion, percentile_arrays, score_records
 from bookpulse.specs import FeatureSpec, Playbook
 
 ENTITY_MODELS = {"customer": ("churn", "tier_upgrade"), "card": ("card_activation",)}
@@ -125,8 +125,8 @@ def _ranks(probs: np.ndarray, dist: np.ndarray | None) -> tuple[list, list]:
     if dist is None or len(dist) == 0:
         return [None] * len(probs), [None] * len(probs)
     below = np.searchsorted(dist, probs, side="left").astype(float)
-    r = percentile_and_decile(below, len(dist))
-    return [float(x) for x in r["percentile"]], [int(x) for x in r["decile"]]
+    pct, dec = percentile_arrays(below, len(dist))
+    return [float(x) for x in pct], [int(x) for x in dec]
 
 
 def _date(v) -> str | None:
