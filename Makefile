@@ -41,6 +41,7 @@ bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
 	$(BIN)/python benchmarks/build_features.py
 	$(BIN)/python benchmarks/train_models.py
 	$(BIN)/python benchmarks/score_book.py --home $(BOOKPULSE_HOME)
+	$(BIN)/python benchmarks/api_latency.py --home $(BOOKPULSE_HOME)
 
 lock: ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -747,9 +747,8 @@ def serve(
     if not (settings.admin_keys or settings.admin_keys_file):
         env["BOOKPULSE_ADMIN_KEYS_FILE"] = str(_key_file(settings.home, "admin_key").resolve())
     bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
-    console.print(
-        f"serving on http://{host}:{port}; try:\n  {_curl_example(settings.home, port, None)}"
-    )
+    console.print(f"serving on http://{host}:{port}; try:")
+    console.print("  " + _curl_example(settings.home, port, None), soft_wrap=True, markup=False)
     os.execve(
         bentoml,
         [
@@ -842,8 +841,10 @@ def demo() -> None:
         settings.home / "scores" / latest / "customers.parquet", columns=["customer_id"]
     )["customer_id"].iloc[0]
     console.print(
-        "\n[bold]The API[/]: start it with [bold]make serve[/] (or bookpulse serve), then:\n  "
-        + _curl_example(settings.home, 3000, int(first))
+        "\n[bold]The API[/]: start it with [bold]make serve[/] (or bookpulse serve), then:"
+    )
+    console.print(
+        "  " + _curl_example(settings.home, 3000, int(first)), soft_wrap=True, markup=False
     )
 
 
