@@ -107,3 +107,28 @@ def _fuzz(op, key: str) -> None:
         case.call_and_validate(headers={"X-API-Key": key}, checks=[not_a_server_error])
 
     run()
+
+
+def test_too_many_requests_at_once_get_429_not_a_crash(server, served_home) -> None:
+    import asyncio
+
+    cust = pd.read_parquet(served_home / "scores" / MONTH / "customers.parquet")
+    ids = [int(i) for i in cust["customer_id"].head(1000)]
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=300)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            calls = [
+                client.post(
+                    f"{server}/v1/customers/score", json={"customer_ids": ids}, headers=AUTH
+                )
+                for _ in range(200)
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    codes = asyncio.run(burst())
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(429) > 0 and codes.count(200) > 0
+    # and the server is still there
+    r = httpx.post(f"{server}/v1/customers/score", json={"customer_ids": ids[:1]}, headers=AUTH)
+    assert r.status_code == 200
