@@ -30,7 +30,7 @@ from bookpulse.book.validate import describe_problems, validate_book
 from bookpulse.features import build_features, read_frames
 from bookpulse.features.history import HISTORY_MONTHS, window_months
 from bookpulse.scoring.actions import action_list
-from bookpulse.scoring.core import Champion, rank_in_book, score_frame
+from bookpulse.scoring.core import Champion, percentile_and_decile, rank_in_book, score_frame
 from bookpulse.specs import FeatureSpec, Playbook
 
 # model -> column prefix in the score tables
@@ -123,8 +123,6 @@ def add_ranks(
 
     Locally the ranks come from the table itself; Spark passes each row's count of strictly
     lower probabilities in the book (`below`) and the book's count (`n`)."""
-    from bookpulse.scoring.core import percentile_and_decile
-
     p = table[f"{prefix}_probability"]
     scored = p.notna()
     ranks = pd.DataFrame(index=table.index, columns=["percentile", "decile"], dtype=float)

@@ -51,7 +51,7 @@ class Scorer:
         docs = self.store.get(entity, list(dict.fromkeys(ids)))
         found = list(dict.fromkeys(i for i in ids if i in docs))
         results = dict(
-            zip(found, self._score(entity, [{"id": i, **docs[i]} for i in found]), strict=True)
+            zip(found, self.score_rows(entity, [{"id": i, **docs[i]} for i in found]), strict=True)
         )
         return [results.get(i, {"id": i, "status": "not_found"}) for i in ids]
 
@@ -65,12 +65,9 @@ class Scorer:
             )
         return self._payload_models[entity]
 
-    def score_rows(self, entity: str, rows: list[dict]) -> list[dict]:
-        """Results for validated feature rows (the CRM's own values)."""
-        return self._score(entity, rows)
-
     # --- shared -----------------------------------------------------------------------
-    def _score(self, entity: str, records: list[dict]) -> list[dict]:
+    def score_rows(self, entity: str, records: list[dict]) -> list[dict]:
+        """Results for feature rows: stored vectors, or the CRM's own validated values."""
         tier_key, segment_key = (
             ("tier", "segment") if entity == "customer" else ("holder_tier", "holder_segment")
         )
