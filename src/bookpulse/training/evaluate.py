@@ -91,7 +91,13 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
     edges = np.concatenate([[-np.inf], cuts, [np.inf]])  # constant scores still get 2 bins
     e = np.histogram(expected, edges)[0] / len(expected)
     a = np.histogram(actual, edges)[0] / len(actual)
-    e, a = np.clip(e, 1e-6, None), np.clip(a, 1e-6, None)
+    return psi_from_shares(e, a)
+
+
+def psi_from_shares(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI = sum (a - e) ln(a / e) over bins; an empty bin counts as a share of 1e-6."""
+    e = np.clip(np.asarray(expected, float), 1e-6, None)
+    a = np.clip(np.asarray(actual, float), 1e-6, None)
     return float(np.sum((a - e) * np.log(a / e)))
 
 

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from bookpulse.training.fit import ScoringModel
 
 MODEL_FILE = "scoring_model.json"
+REFERENCE_FILE = "reference.json"  # the training window's profile, for the monitor
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 

@@ -25,6 +25,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from bookpulse.book import io
+from bookpulse.monitoring.drift import reference_profile
 from bookpulse.specs import ModelSpec, load_feature_catalog
 from bookpulse.training import tracking
 from bookpulse.training.dataset import KEYS, embargo_months, split_months, training_sets
@@ -147,6 +148,8 @@ def train_and_log(
                 sample,
             )
             ev.gains.to_csv(out / "gains_by_decile.csv", index=False)
+            profile = reference_profile(model, parts["train"], p_train, windows["train"])
+            (out / tracking.REFERENCE_FILE).write_text(json.dumps(profile))
             (out / "model_card.md").write_text(
                 model_card(
                     spec.name,

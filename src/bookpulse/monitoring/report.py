@@ -1,0 +1,184 @@
+"""The monitoring and review reports: one self-contained HTML page each (plots inline as PNG),
+readable in any browser and logged to MLflow beside the figures."""
+
+from __future__ import annotations
+
+import base64
+import html
+from io import BytesIO
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bookpulse.monitoring.drift import ACT, WATCH, Drift
+from bookpulse.monitoring.review import Realised
+
+COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
+REVIEW_COLOURS = {"as promised": "#2e7d32", "off promise": "#c62828"}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+.badge { color: white; padding: .15em .6em; border-radius: .8em; font-weight: 600; }
+.note { color: #555; font-size: .9em; } img { max-width: 100%; }
+"""
+
+
+def _png(fig: Figure) -> str:
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return (
+        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    )
+
+
+def _badge(verdict: str, colours: dict[str, str]) -> str:
+    colour = colours.get(verdict, "#555")
+    return f'<span class="badge" style="background:{colour}">{html.escape(verdict)}</span>'
+
+
+def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
+    return df.to_html(index=False, float_format=lambda v: floats.format(v), border=0, na_rep="")
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>\n"
+    )
+
+
+def drift_plot(d: Drift) -> Figure:
+    """Score distribution against the reference, and PSI of the top features by gain."""
+    fig = Figure(figsize=(11, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    ref, now = (np.asarray(x) for x in d.score_shares)
+    x = np.arange(len(ref))
+    ax1.bar(x - 0.2, ref, 0.4, label="training reference", color="#90a4ae")
+    ax1.bar(x + 0.2, now, 0.4, label="this month", color="#1565c0")
+    ax1.set_xlabel("reference score decile (low to high)")
+    ax1.set_ylabel("share of rows")
+    ax1.set_title(f"{d.model}: score distribution (PSI {d.score_psi:.3f})")
+    ax1.legend()
+    top = d.features.loc[d.features["top"]].iloc[::-1]
+    colours = [COLOURS[v] for v in top["psi_verdict"]]
+    ax2.barh(top["feature"], top["psi"], color=colours)
+    for bound, style in ((WATCH, "--"), (ACT, "-")):
+        ax2.axvline(bound, color="#555", linestyle=style, linewidth=1)
+    ax2.set_xlabel("PSI against the training reference (watch 0.10, act 0.25)")
+    ax2.set_title("top features by gain")
+    fig.tight_layout()
+    return fig
+
+
+def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str]) -> str:
+    body = [
+        f"<p>Month {html.escape(as_of)}: each champion's score and features against the "
+        "profile of its training window. PSI below 0.10 is stable, 0.10-0.25 watch, 0.25 "
+        "and above act; a PSI within its 99% sampling bound (small populations) is not "
+        "counted. Missing-rate changes of 5 points are watched, 15 points acted on.</p>",
+        "<table><tr><th>model</th><th>version</th><th>rows</th><th>score PSI</th>"
+        "<th>mean score (reference)</th><th>verdict</th><th>why</th></tr>",
+    ]
+    for name, d in drifts.items():
+        why = "; ".join(d.reasons) or "nothing moved beyond the bands"
+        body.append(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(versions.get(name, ''))}</td>"
+            f"<td>{d.rows:,}</td><td>{d.score_psi:.3f}</td>"
+            f"<td>{d.mean_score:.4f} ({d.reference_mean_score:.4f})</td>"
+            f"<td>{_badge(d.verdict, COLOURS)}</td><td>{html.escape(why)}</td></tr>"
+        )
+    body.append("</table>")
+    for name, d in drifts.items():
+        body.append(f"<h2>{html.escape(name)} {_badge(d.verdict, COLOURS)}</h2>")
+        body.append(_png(drift_plot(d)))
+        cols = [
+            "feature",
+            "gain_rank",
+            "psi",
+            "psi_bound",
+            "psi_verdict",
+            "missing_reference",
+            "missing_now",
+            "missing_verdict",
+            "largest_mix_change",
+        ]
+        shown = d.features.loc[
+            d.features["top"]
+            | (d.features["psi_verdict"] != "stable")
+            | (d.features["missing_verdict"] != "stable"),
+            cols,
+        ]
+        body.append(_table(shown))
+    return _page(f"bookpulse monitor: {as_of}", body)
+
+
+def review_plot(r: Realised) -> Figure:
+    """Realised rate and mean probability by decile; calibration by decile."""
+    fig = Figure(figsize=(11, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    t = r.by_decile
+    x = t["decile"].to_numpy()
+    ax1.bar(x - 0.2, t["predicted"], 0.4, label="predicted (mean probability)", color="#90a4ae")
+    ax1.bar(x + 0.2, t["realised_rate"], 0.4, label="realised rate", color="#1565c0")
+    ax1.set_xlabel("decile of the month's score (1 = highest)")
+    ax1.set_ylabel("rate")
+    ax1.set_title(f"{r.model}: realised against predicted")
+    ax1.legend()
+    top = float(max(t["predicted"].max(), t["realised_rate"].max(), 1e-3)) * 1.05
+    ax2.plot([0, top], [0, top], color="#555", linewidth=1, linestyle="--")
+    ax2.scatter(t["predicted"], t["realised_rate"], color="#1565c0")
+    ax2.set_xlabel("predicted")
+    ax2.set_ylabel("realised")
+    oe = r.metrics.get("observed_over_expected", float("nan"))
+    ax2.set_title(f"calibration by decile (observed / expected {oe:.2f})")
+    fig.tight_layout()
+    return fig
+
+
+def _metric_rows(r: Realised) -> pd.DataFrame:
+    names = ["auc", "lift_top10", "ece", "ece_noise", "event_rate", "mean_probability"]
+    return pd.DataFrame(
+        {
+            "figure": names + ["observed_over_expected"],
+            "realised": [r.metrics.get(n, np.nan) for n in names]
+            + [r.metrics.get("observed_over_expected", np.nan)],
+            "promised (test window)": [r.promised.get(n, np.nan) for n in names] + [1.0],
+        }
+    )
+
+
+def review_html(
+    scored: str,
+    results: dict[str, Realised],
+    lists: dict[str, tuple[str, pd.DataFrame, dict]],
+    skipped: dict[str, str],
+) -> str:
+    body = [
+        f"<p>Scored month {html.escape(scored)}: what happened in each model's outcome window, "
+        "against what its validation pack promised on its test window. A model is off "
+        "promise when its realised AUC is 0.05 under the promise, or its calibration error "
+        "is beyond its sampling noise and the gate.</p>"
+    ]
+    for name, why in skipped.items():
+        body.append(f"<p class='note'>{html.escape(name)}: not reviewed: {html.escape(why)}</p>")
+    for name, r in results.items():
+        body.append(f"<h2>{html.escape(name)} {_badge(r.verdict, REVIEW_COLOURS)}</h2>")
+        why = "; ".join(r.reasons) or "ranking and calibration as promised"
+        body.append(f"<p>{r.rows:,} scored, {r.events:,} with the outcome. {html.escape(why)}.</p>")
+        body.append(_png(review_plot(r)))
+        body.append(_table(_metric_rows(r)))
+        body.append(_table(r.by_decile, "{:.4f}"))
+    for list_name, (outcome, table, totals) in lists.items():
+        body.append(f"<h2>list: {html.escape(list_name)}</h2>")
+        body.append(
+            f"<p>{totals['listed']:,} listed, {totals[f'listed_{outcome}']:,} {outcome} "
+            f"({totals['listed_rate']:.1%}); of the same RMs' {totals['not_listed']:,} others, "
+            f"{totals[f'not_listed_{outcome}']:,} {outcome} ({totals['not_listed_rate']:.1%}).</p>"
+        )
+        body.append(_table(table, "{:.3f}"))
+    return _page(f"bookpulse review: scored {scored}", body)

@@ -1,0 +1,138 @@
+"""Review: what actually happened to a scored month once its outcome window has closed.
+
+For each model: the realised outcome rate by decile of the month's score, realised AUC, lift
+of the top decile and calibration, set against what the model's validation pack promised on
+its test window. A model is *off promise* when its AUC is 0.05 under the promise, when the
+events it saw are 20% off the count its probabilities expected and 3 standard errors away
+(calibration in the large: a shock moves the level first), or when its ECE is beyond its
+sampling floor by more than its gate. For each
+action list: of the customers (cards) listed per branch and RM, how many churned, upgraded or
+activated, against those of the same RM who were not listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from bookpulse.training.evaluate import calibration_metrics, lift_and_capture
+
+AUC_DROP = 0.05  # realised AUC this far under the promise: the ranking has weakened
+OE_BAND = 0.20  # observed / expected events outside 1 +- this ...
+OE_Z = 3.0  # ... and this many standard errors from the expected count: the level is off
+OUTCOME = {"churn": "churned", "tier_upgrade": "upgraded", "card_activation": "activated"}
+
+
+@dataclass
+class Realised:
+    """One model's realised performance on one scored month."""
+
+    model: str
+    rows: int
+    events: int
+    metrics: dict[str, float]  # realised
+    promised: dict[str, float]  # the validation pack's, on the test window
+    by_decile: pd.DataFrame
+    verdict: str = "as promised"
+    reasons: list[str] = field(default_factory=list)
+
+
+def realised(
+    model: str,
+    y: np.ndarray,
+    p: np.ndarray,
+    decile: np.ndarray,
+    promised: dict[str, float],
+    max_calibration_error: float,
+) -> Realised:
+    """Judge outcomes `y` against the month's probabilities `p` (book deciles `decile`,
+    1 = highest) and the promise of the validation pack."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    frame = pd.DataFrame({"decile": np.asarray(decile, dtype=int), "y": y, "p": p})
+    table = (
+        frame.groupby("decile")
+        .agg(rows=("y", "size"), events=("y", "sum"), predicted=("p", "mean"))
+        .reset_index()
+    )
+    table["realised_rate"] = table["events"] / table["rows"]
+    base = y.mean() if len(y) else float("nan")
+    table["lift"] = table["realised_rate"] / base if base else np.nan
+    metrics = {
+        "event_rate": float(base),
+        "mean_probability": float(p.mean()) if len(p) else float("nan"),
+        "observed_over_expected": float(y.sum() / p.sum()) if p.sum() else float("nan"),
+    }
+    both = 0 < y.sum() < len(y)
+    if both:
+        metrics["auc"] = float(roc_auc_score(y, p))
+        metrics["lift_top10"] = lift_and_capture(y, p, 0.10)[0]
+    if len(y):
+        metrics.update(calibration_metrics(y, p))
+    reasons = []
+    if both and "auc" in promised and metrics["auc"] < promised["auc"] - AUC_DROP:
+        reasons.append(f"AUC {metrics['auc']:.3f} vs {promised['auc']:.3f} promised")
+    oe = metrics["observed_over_expected"]
+    expected = p.sum()
+    sd = float(np.sqrt(np.sum(p * (1 - p)))) or float("inf")
+    metrics["observed_expected_z"] = float((y.sum() - expected) / sd)
+    if abs(metrics["observed_expected_z"]) >= OE_Z and abs(oe - 1) >= OE_BAND:
+        word = "more" if oe > 1 else "fewer"
+        reasons.append(
+            f"miscalibrated: {y.sum():,} events against {expected:,.0f} expected ({oe:.2f}x, "
+            f"{word} than predicted)"
+        )
+    elif metrics.get("ece_excess", 0.0) > max_calibration_error:
+        reasons.append(
+            f"calibration error {metrics['ece']:.3f} above its noise {metrics['ece_noise']:.3f}"
+        )
+    return Realised(
+        model=model,
+        rows=int(len(y)),
+        events=int(y.sum()),
+        metrics=metrics,
+        promised=promised,
+        by_decile=table,
+        verdict="off promise" if reasons else "as promised",
+        reasons=reasons,
+    )
+
+
+def list_outcomes(population: pd.DataFrame, listed: pd.Series, outcome: str) -> pd.DataFrame:
+    """Per branch and RM: the listed rows and how many had the outcome, against the RM's rows
+    that were not listed. `population`: id, branch_id, rm_id, y (every scored row with a
+    label); `listed`: the ids on the list."""
+    df = population.assign(listed=population["id"].isin(set(listed)))
+    g = df.groupby(["branch_id", "rm_id", "listed"])["y"].agg(["size", "sum"]).unstack("listed")
+    g = g.reindex(columns=pd.MultiIndex.from_product([["size", "sum"], [True, False]]))
+    g = g.fillna(0).astype(int)
+    out = pd.DataFrame(
+        {
+            "listed": g[("size", True)],
+            f"listed_{outcome}": g[("sum", True)],
+            "not_listed": g[("size", False)],
+            f"not_listed_{outcome}": g[("sum", False)],
+        }
+    ).reset_index()
+    out = out.loc[out["listed"] > 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["listed_rate"] = out[f"listed_{outcome}"] / out["listed"]
+        out["not_listed_rate"] = out[f"not_listed_{outcome}"] / out["not_listed"]
+    return out.sort_values(["branch_id", "rm_id"]).reset_index(drop=True)
+
+
+def list_totals(table: pd.DataFrame, outcome: str) -> dict[str, float]:
+    """The whole list against every unlisted row of the same RMs."""
+    listed, not_listed = int(table["listed"].sum()), int(table["not_listed"].sum())
+    hit, miss = int(table[f"listed_{outcome}"].sum()), int(table[f"not_listed_{outcome}"].sum())
+    return {
+        "listed": listed,
+        f"listed_{outcome}": hit,
+        "listed_rate": hit / listed if listed else float("nan"),
+        "not_listed": not_listed,
+        f"not_listed_{outcome}": miss,
+        "not_listed_rate": miss / not_listed if not_listed else float("nan"),
+    }
