@@ -9,6 +9,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _default_specs_root() -> Path:
+    """features/ and models/ beside the package (a bento, built with `is_src_layout`, holds
+    bookpulse/ next to them), else the project root of a checkout (src/bookpulse/config.py)."""
+    beside_package = Path(__file__).resolve().parents[1]
+    if (beside_package / "models").is_dir():
+        return beside_package
+    return beside_package.parent
+
+
 class Settings(BaseSettings):
     """Where bookpulse keeps its data. Every file it writes lives under `home`."""
 
@@ -16,8 +25,9 @@ class Settings(BaseSettings):
 
     home: Path = Path("data")
     specs_root: Path = Field(
-        default_factory=lambda: Path(__file__).resolve().parents[2],
-        description="folder holding features/ and models/ (the project root by default)",
+        default_factory=_default_specs_root,
+        description="folder holding features/ and models/ (default: the project root, or a "
+        "bento's src/)",
     )
 
     online_store: str | None = Field(

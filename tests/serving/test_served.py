@@ -3,11 +3,6 @@ against the service's own OpenAPI spec (no 5xx whatever it is sent)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,77 +11,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from served_helpers import AUTH, assert_scores_by_id_equal_the_batch, bentoml_serve, served_env
 from serving_keys import ADMIN_KEY, API_KEY, MONTH
-
-AUTH = {"X-API-Key": API_KEY}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(served_home: Path):
-    port = _free_port()
-    env = dict(
-        os.environ,
-        BOOKPULSE_HOME=str(served_home),
-        BOOKPULSE_API_KEYS=API_KEY,
-        BOOKPULSE_ADMIN_KEYS=ADMIN_KEY,
-        BENTOML_HOME=str(served_home / "bentoml"),
-    )
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    log = (served_home / f"serve-{port}.log").open("w")
-    proc = subprocess.Popen(
-        [
-            bentoml,
-            "serve",
-            "bookpulse.serving.service:Scoring",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = (served_home / f"serve-{port}.log").read_text()[-3000:]
-                pytest.fail(f"bentoml serve exited: {tail}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve did not become ready in 120 s")
+    env = served_env(served_home, served_home / "bentoml")
+    with bentoml_serve("bookpulse.serving.service:Scoring", env, served_home / "serve.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_a_served_process_answers_like_the_batch(server, served_home) -> None:
-    cust = pd.read_parquet(served_home / "scores" / MONTH / "customers.parquet")
-    ids = [int(i) for i in cust["customer_id"].head(10)]
-    r = httpx.post(f"{server}/v1/customers/score", json={"customer_ids": ids}, headers=AUTH)
-    assert r.status_code == 200, r.text
-    got = {x["id"]: x["scores"]["churn"]["probability"] for x in r.json()["results"]}
-    want = cust.set_index("customer_id").loc[ids, "churn_probability"]
-    assert [got[i] for i in ids] == list(want)
-    assert httpx.post(f"{server}/v1/customers/score", json={"customer_ids": ids}).status_code == 401
+    assert_scores_by_id_equal_the_batch(server, served_home)
     metrics = httpx.get(f"{server}/metrics").text
     assert "bentoml_service_request" in metrics
 
