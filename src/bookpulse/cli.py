@@ -62,10 +62,32 @@ def _settings():
     return get_settings()
 
 
-def _generate(customers: int, months: int, seed: int, end_month: str, out: Path, force: bool):
+def _shocks(values: list[str] | None) -> list:
+    """--shock KIND@YYYY-MM[:STRENGTH] (repeatable) -> simulator Shocks."""
+    if not values:
+        return []
+    from bookpulse.book.simulate import Shock
+
+    try:
+        return [Shock.parse(v) for v in values]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _generate(
+    customers: int,
+    months: int,
+    seed: int,
+    end_month: str,
+    out: Path,
+    force: bool,
+    shocks: tuple = (),
+):
     from bookpulse.book.simulate import BookSpec, generate_book
 
-    spec = BookSpec(customers=customers, months=months, seed=seed, end_month=end_month)
+    spec = BookSpec(
+        customers=customers, months=months, seed=seed, end_month=end_month, shocks=shocks
+    )
     with Progress(
         TextColumn("[bold]generating book"),
         BarColumn(),
@@ -86,6 +108,8 @@ def _generate(customers: int, months: int, seed: int, end_month: str, out: Path,
         f"({meta['start_month']} .. {meta['end_month']}), {meta['snapshot_rows']:,} snapshot rows, "
         f"{meta['cards']:,} cards, in {seconds:.1f} s"
     )
+    if shocks:
+        console.print("[yellow]shocked:[/] " + ", ".join(str(s) for s in shocks))
     return meta
 
 
@@ -107,12 +131,24 @@ def book_generate(
         Path | None, typer.Option(help="Book folder [default: $BOOKPULSE_HOME/book].")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing book at --out.")] = False,
+    shock: Annotated[
+        list[str] | None,
+        typer.Option(
+            callback=_shocks,
+            metavar="KIND@YYYY-MM[:STRENGTH]",
+            help="A shock from that month on, repeatable: rate_cut (deposit-rate cut; strength "
+            "scales it, default 1) or card_campaign (a quarter of bulk card issuance; strength = "
+            "new cards as a multiple of the usual, default 6), e.g. rate_cut@2026-05 or "
+            "card_campaign@2026-06:8.",
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic retail book: customers, month-end snapshots, cards, spend,
     relationships, branches and RMs, plus the simulator's true probabilities under truth/."""
     out = out or _settings().book_dir
+    end_month = end_month or _last_complete_month()
     try:
-        _generate(customers, months, seed, end_month or _last_complete_month(), out, force)
+        _generate(customers, months, seed, end_month, out, force, tuple(shock or ()))
     except (BookError, ValueError) as exc:
         raise _fail(str(exc)) from None
 

@@ -24,11 +24,24 @@ probability that x crosses the next tier boundary (AR(1) terms exact, one consol
 most); card activation from the card's own activation propensity and first-use delay. The
 slowly changing drivers (product lines, payroll, services, linked attrition) are held at
 their month-end values over the window; that is the one approximation.
+
+Shocks (``BookSpec.shocks``) change the world from a given month on, for the monitoring and the
+review to catch: a deposit-rate cut (``rate_cut``) drains effective- and mid-tier balances over
+four months (the money goes to other institutions) and makes those customers far likelier to
+leave, above all suddenly, which no warning sign announces; a card-issuance campaign
+(``card_campaign``) pushes several times the usual number of cards for a quarter, mostly in bulk,
+that activate much less than like cards did before. A shock is unforeseeable: it changes nothing
+dated before its month, and the truth takes it into account from its month-end on (the truth
+at the month-end just before it still describes the world without it). Its random draws come
+from its own generator, so the book's own stream is untouched until the shock changes the
+customers' paths.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -115,6 +128,93 @@ CARD_USE_MULT = np.array([1.0, 0.6, 0.3])
 ACTIVATION_BASE = np.array([1.0, 1.3, -0.2, -3.6])
 FIRST_USE_DELAY = np.array([12.0, 8.0, 20.0, 35.0])
 
+# --- shocks ----------------------------------------------------------------------------------
+SHOCK_KINDS: tuple[str, ...] = ("rate_cut", "card_campaign")
+# strength: rate_cut scales the cut's effects (1 = the cut described below); card_campaign is the
+# number of new cards in a campaign month as a multiple of the usual number.
+SHOCK_DEFAULT_STRENGTH = {"rate_cut": 1.0, "card_campaign": 6.0}
+SHOCK_STRENGTH_RANGE = {"rate_cut": (0.0, 5.0), "card_campaign": (1.0, 50.0)}  # (above, at most)
+# Deposit-rate cut: customers in the effective and mid tiers (rate-sensitive savers) move part of
+# their assets elsewhere over four months and are likelier to leave from then on.
+RATE_CUT_TIERS = (1, 2)
+RATE_CUT_MONTHS = 4  # months over which the money moves out
+RATE_CUT_DRAIN = 1.5  # log AUM moved out over those months, times a Beta(2, 2) sensitivity
+RATE_CUT_HAZARD = math.log(2.0)  # added to the churn driver score (the logit of cooling)
+RATE_CUT_SUDDEN = 4.0  # and sudden exits (savers moving everything at once) this many times more
+# Card campaign: a quarter of push issuance, mostly bulk, nobody managing activation.
+CAMPAIGN_MONTHS = 3
+CAMPAIGN_CHANNEL_P = np.array([0.0, 0.0, 0.2, 0.8])  # branch, online, telemarketing, bulk
+CAMPAIGN_ACTIVATION = -1.0  # on the activation propensity logit, beside the channel's own
+_SHOCK_RE = re.compile(
+    r"(?P<kind>[a-z_]+)@(?P<month>\d{4}-(?:0[1-9]|1[0-2]))(?::(?P<strength>.+))?"
+)
+SHOCK_FORMAT = "KIND@YYYY-MM[:STRENGTH]"
+
+
+@dataclass(frozen=True)
+class Shock:
+    """A change in the world from month `from_month` ('YYYY-MM') on; see the module docstring.
+
+    `strength` defaults to the kind's usual size (SHOCK_DEFAULT_STRENGTH): for `rate_cut` a
+    scale of the cut's effects (1.0), for `card_campaign` the month's new cards as a multiple of
+    the usual number (6.0)."""
+
+    kind: str
+    from_month: str
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHOCK_KINDS:
+            raise ValueError(
+                f"unknown shock kind {self.kind!r}: use one of {', '.join(SHOCK_KINDS)}"
+            )
+        if not (
+            isinstance(self.from_month, str)
+            and re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", self.from_month)
+        ):
+            raise ValueError(
+                f"shock month {self.from_month!r} is not a month: write it as YYYY-MM, e.g. 2026-05"
+            )
+        strength = SHOCK_DEFAULT_STRENGTH[self.kind] if self.strength is None else self.strength
+        try:
+            strength = float(strength)
+        except (TypeError, ValueError):
+            raise ValueError(f"shock strength {strength!r} is not a number") from None
+        low, high = SHOCK_STRENGTH_RANGE[self.kind]
+        if not low < strength <= high:  # also refuses nan
+            what = "a multiple of the usual new cards, " if self.kind == "card_campaign" else ""
+            raise ValueError(
+                f"{self.kind} strength must be {what}above {low:g} and at most {high:g}, "
+                f"not {strength:g}"
+            )
+        object.__setattr__(self, "strength", strength)
+
+    @classmethod
+    def parse(cls, text: str) -> Shock:
+        """'rate_cut@2026-05' or 'card_campaign@2026-06:8' -> Shock. ValueError says why not."""
+        m = _SHOCK_RE.fullmatch(text.strip())
+        if m is None:
+            raise ValueError(
+                f"{text!r} is not a shock: write {SHOCK_FORMAT} with KIND one of "
+                f"{', '.join(SHOCK_KINDS)}, e.g. rate_cut@2026-05 or card_campaign@2026-06:8"
+            )
+        strength = m["strength"]
+        if strength is not None:
+            try:
+                strength = float(strength)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r}: the strength after ':' must be a number, e.g. {m['kind']}@"
+                    f"{m['month']}:{SHOCK_DEFAULT_STRENGTH.get(m['kind'], 1.0):g}"
+                ) from None
+        try:
+            return cls(m["kind"], m["month"], strength)
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc} (write {SHOCK_FORMAT})") from None
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.from_month}:{self.strength:g}"
+
 
 @dataclass(frozen=True)
 class BookSpec:
@@ -124,6 +224,10 @@ class BookSpec:
     months: int = 24
     seed: int = 42
     end_month: str = "2026-10"
+    shocks: tuple[Shock, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shocks", tuple(self.shocks))
 
     def month_keys(self) -> list[str]:
         end = pd.Period(self.end_month, freq="M")
@@ -149,6 +253,28 @@ def _money(x: np.ndarray) -> np.ndarray:
     return np.round(np.maximum(x, 0.0), 2)
 
 
+class _ShockState:
+    """One shock during a run: when it starts (a month index), its own random generator and
+    what it draws per customer."""
+
+    def __init__(self, shock: Shock, index: int, spec: BookSpec, start: int):
+        self.kind, self.strength, self.start = shock.kind, float(shock.strength), start
+        kind_code = SHOCK_KINDS.index(shock.kind)
+        self.rng = np.random.default_rng([spec.seed, 0x5EC7, index, kind_code])
+        n = spec.customers
+        # rate_cut: how much of their money a customer moves when the rate is cut
+        self.sensitivity = self.rng.beta(2.0, 2.0, size=n) if shock.kind == "rate_cut" else None
+        # card_campaign: who has had a campaign card already
+        self.reached = np.zeros(n, dtype=bool)
+
+    def drain(self, month: int, tier: np.ndarray) -> np.ndarray:
+        """Log AUM a rate cut moves out in month `month` (0 outside the drain months)."""
+        if self.kind != "rate_cut" or not self.start <= month < self.start + RATE_CUT_MONTHS:
+            return np.zeros(tier.size)
+        hit = np.isin(tier, RATE_CUT_TIERS)
+        return hit * self.sensitivity * (self.strength * RATE_CUT_DRAIN / RATE_CUT_MONTHS)
+
+
 class _Simulation:
     """The state of every customer as the months go by. Used only by `generate_book`."""
 
@@ -167,6 +293,12 @@ class _Simulation:
         self.card_parts: list[dict[str, np.ndarray]] = []
         self.card_truth_parts: list[pd.DataFrame] = []
         self.n_cards = 0
+        self.issued: list[int] = []  # new cards each month (before any campaign's)
+        month0 = pd.Period(self.months[0], freq="M")
+        self.shocks = [
+            _ShockState(sh, i, spec, (pd.Period(sh.from_month, freq="M") - month0).n)
+            for i, sh in enumerate(spec.shocks)
+        ]
 
     # --- the population ------------------------------------------------------------------
     def _make_branches(self) -> None:
@@ -477,6 +609,37 @@ class _Simulation:
             "jump": np.log1p(self.consolidate_fraction * np.exp(np.minimum(gap, 30.0))),
         }
 
+    def _shocked(self, d: dict[str, np.ndarray], known_by: int) -> dict[str, np.ndarray]:
+        """The transition odds under the rate cuts started by month `known_by` (d if none).
+
+        A cut adds to the churn driver score z of effective- and mid-tier customers: cooling
+        (and sudden exit with it) on the logit, leaving at half weight, as z does; and sudden
+        exits, which no warning sign announces, rise RATE_CUT_SUDDEN times more."""
+        cuts = [sh for sh in self.shocks if sh.kind == "rate_cut" and sh.start <= known_by]
+        if not cuts:
+            return d
+        hit = np.isin(d["tier"], RATE_CUT_TIERS)
+        strength = hit * sum(sh.strength for sh in cuts)
+        dz = strength * RATE_CUT_HAZARD
+        cool = expit(logit(d["cool"]) + dz)
+        sudden = d["sudden"] * cool / d["cool"] * RATE_CUT_SUDDEN**strength
+        scale = np.minimum(1.0, 0.98 / (cool + sudden))  # keep P(engaged -> engaged) >= 2%
+        return {
+            **d,
+            "cool": cool * scale,
+            "sudden": sudden * scale,
+            "leave": expit(logit(d["leave"]) + 0.5 * dz),
+        }
+
+    def _drain_ahead(self, t: int, tier: np.ndarray) -> np.ndarray:
+        """Log AUM the rate cuts known at month-end t move out over months t+1 .. t+3."""
+        total = np.zeros(tier.size)
+        for sh in self.shocks:
+            if sh.start <= t:
+                for k in range(1, 4):
+                    total += sh.drain(t + k, tier)
+        return total
+
     @staticmethod
     def _transition(d: dict[str, np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
         """Non-zero transition odds (from, to) over engaged 0, cooling 1, leaving 2, attrited 3.
@@ -498,6 +661,7 @@ class _Simulation:
     def _truth(self, t: int, d: dict[str, np.ndarray], active: np.ndarray) -> pd.DataFrame:
         """P(churn within 3 months) and P(tier up at T+3) given the true state at month-end t."""
         idx = np.flatnonzero(active)
+        d = self._shocked(d, t)
         tm = self._transition({k: v[idx] for k, v in d.items()})
         e = self.engagement[idx]
         # Probability mass over (state, months leaving, months engaged) along the chain's
@@ -526,6 +690,8 @@ class _Simulation:
         mean = (
             self.mu[idx] + RHO**3 * self.u[idx] + SEASON[self.seg[idx], cal3] - 3 * SPENDING - bound
         )
+        if self.shocks:
+            mean = mean - self._drain_ahead(t, d["tier"])[idx]
         var = self.sigma[idx] ** 2 * (1 + RHO**2 + RHO**4)
         sd, sd_w = np.sqrt(var), np.sqrt(var + WINDFALL_SD**2)
         p_wind = 1 - (1 - WINDFALL_RATE) ** 3
@@ -553,7 +719,7 @@ class _Simulation:
     def _step(self, t: int, d: dict[str, np.ndarray], live: np.ndarray) -> np.ndarray:
         """Move live customers from month-end t-1 to t. Returns who attrited in month t."""
         rng, n = self.rng, self.x.size
-        tm = self._transition(d)
+        tm = self._transition(self._shocked(d, t))
         u = rng.random(n)
         eng = self.engagement
         nxt = eng.astype(np.int8).copy()
@@ -582,6 +748,14 @@ class _Simulation:
             self.mu,
         )
         self.ext = np.where(jump, self.ext + np.log1p(-self.consolidate_fraction), self.ext)
+        for sh in self.shocks:
+            # a rate cut: the money goes to other institutions (external assets grow)
+            out = sh.drain(t, d["tier"]) * moved
+            if out.any():
+                gone = out > 0
+                moved_out = self.mu + np.log(-np.expm1(-np.where(gone, out, 1.0)))
+                self.ext = np.where(gone, np.logaddexp(self.ext, moved_out), self.ext)
+                self.mu = self.mu - out
         self.u = np.where(moved, RHO * self.u + self.sigma * rng.normal(size=n), self.u)
         self.x = np.where(moved, self._log_aum(t), self.x)
         # Slow drivers: product lines come and go, payroll stops, services enrol.
@@ -744,9 +918,35 @@ class _Simulation:
                 day = self.month_starts[t] + rng.integers(0, 28)
                 days = np.concatenate([days, np.maximum(day, self.onboard_date[bulk])])
         self._add_cards(t, holders, chans, days, d)
+        self.issued.append(holders.size)
+        for sh in self.shocks:
+            if sh.kind == "card_campaign" and sh.start <= t < sh.start + CAMPAIGN_MONTHS:
+                self._campaign_cards(sh, t, live, d)
 
-    def _add_cards(self, t, holders, chans, days, d) -> None:
-        rng = self.rng
+    def _campaign_cards(self, sh: _ShockState, t: int, live, d) -> None:
+        """A month of a card campaign: (strength - 1) x the usual new cards (the monthly mean
+        of the three months before it) pushed to live customers not reached by it yet (those
+        without a card three times as likely), mostly in bulk; they activate less than like
+        cards (CAMPAIGN_ACTIVATION)."""
+        rng = sh.rng
+        usual = np.mean(self.issued[max(sh.start - 3, 0) : sh.start])
+        pool = np.flatnonzero(live & ~sh.reached)
+        k = min(round((sh.strength - 1) * usual), pool.size)
+        if k == 0:
+            return
+        w = np.where(self.first_card_idx[pool] > t, 3.0, 1.0)
+        holders = np.sort(rng.choice(pool, size=k, replace=False, p=w / w.sum()))
+        chans = rng.choice(CAMPAIGN_CHANNEL_P.size, size=k, p=CAMPAIGN_CHANNEL_P)
+        days = np.maximum(
+            self.month_starts[t] + rng.integers(0, 28, size=k), self.onboard_date[holders]
+        )
+        sh.reached[holders] = True
+        self._add_cards(t, holders, chans, days, d, rng=rng, boost=CAMPAIGN_ACTIVATION)
+
+    def _add_cards(self, t, holders, chans, days, d, rng=None, boost: float = 0.0) -> None:
+        """Issue cards; `rng` (a shock's generator) and `boost` (on the activation logit) are
+        for campaign cards."""
+        rng = self.rng if rng is None else rng
         k = holders.size
         if k == 0:
             return
@@ -762,6 +962,8 @@ class _Simulation:
             - 0.02 * np.clip(age - 35, 0, None)
             - 0.6 * (self.engagement[holders] >= 1)
         )
+        if boost:
+            propensity = propensity + boost
         pi = expit(propensity)
         delay_mean = FIRST_USE_DELAY[chans] * np.where(tier >= 2, 0.8, 1.0)
         used = rng.random(k) < pi
@@ -893,7 +1095,6 @@ class _Simulation:
             "start_month": self.months[0],
             "snapshot_rows": int(rows_total),
             "cards": int(self.n_cards),
-            "shock": None,
         }
         (out / io.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return meta
@@ -973,6 +1174,15 @@ def generate_book(
         raise ValueError("a book needs at least 100 customers")
     if not 4 <= spec.months <= 120:
         raise ValueError("months must be between 4 and 120")
+    first = spec.month_keys()[0]
+    for shock in spec.shocks:
+        if not isinstance(shock, Shock):
+            raise ValueError(f"shocks must be Shock objects, not {shock!r}")
+        if shock.from_month <= first:
+            raise ValueError(
+                f"shock {shock} starts at or before the book's first month ({first}): "
+                "a shock must start after it, so the book shows the world before and after"
+            )
     with io.publishing(Path(out), replace=force) as tmp:
         meta = _Simulation(spec).run(tmp, progress)
     return meta
