@@ -705,8 +705,6 @@ def score(
                     elapsed = bar.tasks[0].elapsed or 1e-9
                     bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f}")
 
-                from bookpulse.serving.store import open_store
-
                 manifest = score_month(
                     book,
                     settings.home,
@@ -716,11 +714,27 @@ def score(
                     playbook,
                     target,
                     progress,
-                    online=open_store(settings.home, settings.online_store),
+                    online=_online_store_for(month, settings),
                 )
     except (BookError, ScoringError, NoChampion, SpecError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
     _print_score_summary(target, manifest)
+
+
+def _online_store_for(month: str, settings):
+    """The online store, unless it already serves a later month: re-scoring a past month
+    (for a review, or a correction) must not roll the API back to it."""
+    from bookpulse.serving.store import open_store
+
+    store = open_store(settings.home, settings.online_store)
+    live = store.as_of()
+    if live is not None and live > month:
+        console.print(
+            f"[dim]online store left on {live} (newer than {month}): the API keeps serving "
+            "the latest month[/]"
+        )
+        return None
+    return store
 
 
 def _print_score_summary(target: Path, manifest: dict) -> None:
@@ -800,6 +814,123 @@ def serve(
     )
 
 
+def _print_monitor(report, drifts) -> None:
+    table = Table(title=f"Drift in {report.month} against each model's reference")
+    for col in ("model", "rows", "score PSI", "verdict", "why"):
+        table.add_column(col, justify="right" if col in ("rows", "score PSI") else "left")
+    colour = {"stable": "green", "watch": "yellow", "act": "red"}
+    for name, d in drifts.items():
+        table.add_row(
+            name,
+            f"{d.rows:,}",
+            f"{d.score_psi:.3f}",
+            f"[{colour[d.verdict]}]{d.verdict}[/]",
+            "; ".join(d.reasons[:3]) or "-",
+        )
+    console.print(table)
+    console.print(f"report: {report.path} (MLflow run {report.run_id}, experiment "
+                  "bookpulse-monitoring)")
+
+
+@app.command()
+def monitor(
+    as_of: Annotated[
+        str | None, typer.Option(help="Month to check, YYYY-MM (default: the book's latest).")
+    ] = None,
+    book: Annotated[Path | None, typer.Option(help="Book folder (default: the home's).")] = None,
+) -> None:
+    """Check every champion for drift in one month: PSI of its score and of its top features
+    against its training run's out-of-time test window (stable < 0.10 <= watch < 0.25 <= act,
+    noise-aware), missing rates and category mix. Writes an HTML report under
+    $BOOKPULSE_HOME/reports and logs the figures to the MLflow experiment
+    bookpulse-monitoring. Exit code 0 whatever the verdict."""
+    from bookpulse.monitoring.jobs import MonitorError, monitor_report
+    from bookpulse.scoring.batch import ScoringError
+    from bookpulse.scoring.champions import NoChampion, load_champions
+    from bookpulse.specs import SpecError, load_model_specs
+
+    settings = _settings()
+    book = book or settings.book_dir
+    _quiet_mlflow()
+    try:
+        month = _month(as_of) or read_meta(book)["months"][-1]
+        with console.status(f"monitoring {month}"):
+            champions = load_champions(settings.home, list(load_model_specs().values()))
+            report, drifts = monitor_report(settings.home, book, month, champions)
+    except (BookError, ScoringError, NoChampion, SpecError, MonitorError,
+            *_service_errors()) as exc:
+        raise _fail(str(exc)) from None
+    _print_monitor(report, drifts)
+
+
+def _print_review(report, results, skipped) -> None:
+    table = Table(title=f"Scored {report.month}: realised against promised")
+    for col in ("model", "rows", "AUC (promised)", "obs/exp", "verdict", "why"):
+        table.add_column(col, justify="left" if col in ("model", "verdict", "why") else "right")
+    for name, r in results.items():
+        m, p = r.metrics, r.promised
+        colour = "green" if r.verdict == "as promised" else "red"
+        table.add_row(
+            name,
+            f"{r.rows:,}",
+            f"{m.get('auc', float('nan')):.3f} ({p.get('auc', float('nan')):.3f})",
+            f"{m['observed_over_expected']:.2f}",
+            f"[{colour}]{r.verdict}[/]",
+            "; ".join(r.reasons) or "-",
+        )
+    console.print(table)
+    for name, why in skipped.items():
+        console.print(f"[yellow]{name} not reviewed:[/] {why}")
+    console.print(f"report: {report.path} (MLflow run {report.run_id}, experiment "
+                  "bookpulse-monitoring)")
+
+
+@app.command()
+def review(
+    scored: Annotated[str, typer.Option(help="The scored month to review, YYYY-MM.")],
+    book: Annotated[Path | None, typer.Option(help="Book folder (default: the home's).")] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="The scored month's folder (default: $BOOKPULSE_HOME/scores/MONTH)."),
+    ] = None,
+) -> None:
+    """Review a past scoring month whose outcome window has closed: realised outcome rate by
+    decile, realised AUC, lift and calibration against what each model's validation pack
+    promised; and for each action list, per branch and RM, how many listed customers churned,
+    upgraded or activated against those not listed. Writes an HTML report and logs an MLflow
+    run (experiment bookpulse-monitoring)."""
+    from bookpulse.monitoring.jobs import MonitorError, review_report
+    from bookpulse.specs import SpecError, load_model_specs, load_playbook
+
+    settings = _settings()
+    book = book or settings.book_dir
+    _quiet_mlflow()
+    try:
+        month = _month(scored)
+        with console.status(f"reviewing {month}"):
+            report, results, skipped = review_report(
+                settings.home, book, month, load_model_specs(), load_playbook(), scores
+            )
+    except (BookError, SpecError, MonitorError, *_service_errors()) as exc:
+        raise _fail(str(exc)) from None
+    _print_review(report, results, skipped)
+
+
+def _demo_review(home: Path, book: Path) -> None:
+    """Score the earliest month every champion can be judged on (its test window's first
+    month, whose outcomes are in the book), then review it."""
+    from bookpulse.monitoring.jobs import earliest_reviewable
+    from bookpulse.scoring.champions import load_champions
+    from bookpulse.specs import load_model_specs
+
+    champions = load_champions(home, list(load_model_specs().values()))
+    month = earliest_reviewable(home, champions)
+    console.print(f"\n[bold]Review[/]: {month} is the earliest month every champion can be "
+                  "judged on (out of time, outcomes known); scoring it, then reviewing it")
+    score(as_of=month, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
+    review(scored=month, book=book, scores=None)
+
+
 @app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
@@ -872,6 +1003,9 @@ def demo() -> None:
         return
     console.print()
     score(as_of=latest, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
+    console.print()
+    monitor(as_of=latest, book=book)
+    _demo_review(settings.home, book)
     _key_file(settings.home, "api_key")
     first = pd.read_parquet(
         settings.home / "scores" / latest / "customers.parquet", columns=["customer_id"]

@@ -52,6 +52,11 @@ class FeatureSpec(_Strict):
         "over {value} (the feature; text for categoricals), {exp} (e^value - 1, for log "
         "features) and {pct} (100 x value), e.g. 'holds {value:.0f} product lines'",
     )
+    monitor: bool = Field(
+        default=True,
+        description="false for a feature that changes by design from one month to the next "
+        "(the calendar month): the drift monitor leaves it out",
+    )
 
 
 class FeatureGroup(_Strict):

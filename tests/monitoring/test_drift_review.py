@@ -39,30 +39,36 @@ def model() -> ScoringModel:
     return ScoringModel(booster=booster, features=features, categories=categories)
 
 
+def _months(n: int, per_month: int) -> np.ndarray:
+    return np.array([f"2026-{1 + i // per_month:02d}" for i in range(n)])
+
+
 @pytest.fixture(scope="module")
 def reference(model) -> dict:
+    """Four months of 5,000 rows."""
     df = _frame(20_000, 1)
-    return reference_profile(model, df, model.predict(df), ["2026-01"])
+    return reference_profile(model, df, model.predict(df), _months(20_000, 5_000))
 
 
 def test_the_reference_against_itself_shows_no_drift(model):
     df = _frame(5_000, 2)
-    ref = reference_profile(model, df, model.predict(df), ["2026-01"])
+    ref = reference_profile(model, df, model.predict(df), _months(5_000, 5_000))
     d = compare("m", ref, df, model.predict(df))
+    assert d.volume_ratio == 1.0
     assert d.score_psi == pytest.approx(0.0, abs=1e-12)
     assert d.features["psi"].max() == pytest.approx(0.0, abs=1e-12)
     assert d.verdict == "stable" and d.reasons == []
 
 
 def test_a_fresh_sample_of_the_same_book_is_stable(model, reference):
-    df = _frame(15_000, 3)
+    df = _frame(5_000, 3)
     d = compare("m", reference, df, model.predict(df))
     assert d.verdict == "stable", d.reasons
     assert d.score_psi < 0.02
 
 
 def test_a_balance_shift_is_acted_on_and_named(model, reference):
-    df = _frame(15_000, 4, shift=0.8)
+    df = _frame(5_000, 4, shift=0.8)
     d = compare("m", reference, df, model.predict(df))
     assert d.verdict == "act"
     row = d.features.set_index("feature").loc["balance"]
@@ -72,7 +78,7 @@ def test_a_balance_shift_is_acted_on_and_named(model, reference):
 
 
 def test_a_missing_feed_is_flagged(model, reference):
-    df = _frame(15_000, 5, missing=0.4)
+    df = _frame(5_000, 5, missing=0.4)
     d = compare("m", reference, df, model.predict(df))
     row = d.features.set_index("feature").loc["balance"]
     assert row["missing_now"] == pytest.approx(0.4, abs=0.02)
@@ -81,21 +87,44 @@ def test_a_missing_feed_is_flagged(model, reference):
 
 
 def test_a_channel_mix_change_is_shown(model, reference):
-    df = _frame(15_000, 6, web=0.8)
+    df = _frame(5_000, 6, web=0.8)
     d = compare("m", reference, df, model.predict(df))
     row = d.features.set_index("feature").loc["channel"]
     assert row["psi_verdict"] == "act"
-    assert row["largest_mix_change"].startswith(("web 30% -> 80%", "branch 70% -> 20%"))
+    assert row["largest_mix_change"].startswith(("web 30% -> 8", "branch 70% -> "))
 
 
-def test_a_small_population_is_not_flagged_for_noise(model, reference):
-    """150 rows of the same book: raw PSI can pass 0.10 by chance; the bound keeps it quiet."""
+def test_a_small_population_is_not_flagged_for_noise(model):
+    """150 rows a month: raw PSI passes 0.10 by chance; the threshold keeps it quiet."""
+    df = _frame(1_200, 7)
+    ref = reference_profile(model, df, model.predict(df), _months(1_200, 150))
     flagged = 0
     for seed in range(20):
         df = _frame(150, 100 + seed)
-        flagged += compare("m", reference, df, model.predict(df)).verdict != "stable"
+        flagged += compare("m", ref, df, model.predict(df)).verdict != "stable"
     assert flagged <= 1
-    assert psi_bound(10, 20_000, 150) > 0.10  # without the bound these would be watched
+    assert psi_bound(10, 1_200, 150) > 0.10  # without it these would be watched
+
+
+def test_the_usual_month_to_month_movement_is_not_drift(model):
+    """A reference whose months alternate between two channel mixes (lumpy bulk batches):
+    a month like either is stable; a mix beyond both is not."""
+    parts = [_frame(2_000, 20 + i, web=0.2 if i % 2 else 0.5) for i in range(6)]
+    df = pd.concat(parts, ignore_index=True)
+    ref = reference_profile(model, df, model.predict(df), _months(12_000, 2_000))
+    lumpy = _frame(2_000, 40, web=0.5)
+    assert compare("m", ref, lumpy, model.predict(lumpy)).verdict == "stable"
+    beyond = _frame(2_000, 41, web=0.95)
+    d = compare("m", ref, beyond, model.predict(beyond))
+    assert d.features.set_index("feature").loc["channel", "psi_verdict"] == "act"
+
+
+def test_a_surge_of_rows_is_flagged(model, reference):
+    df = _frame(20_000, 8)
+    d = compare("m", reference, df, model.predict(df))
+    assert d.volume_ratio == pytest.approx(4.0)
+    assert d.volume_verdict == "act"
+    assert any("4.0x the reference's average month" in r for r in d.reasons)
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,19 +1,25 @@
 """Drift: how far a month's book has moved from what a model learned on.
 
-At training, each model's *reference profile* is taken from its training window and logged
-with its run (`validation/reference.json`): the bins and shares of its score and of every
-feature it reads (numbers on the reference deciles plus a missing bin, categories by level
-plus a missing bin), and its features ranked by gain. The monitor bins a month's rows the same
-way and compares:
+At training, each model's *reference profile* is taken from its out-of-time test window (the
+latest rows the model was judged on, the population its promised figures describe; the
+earlier fitting months sit closer to the book's start, where long-window features are still
+missing) and logged with its run (`validation/reference.json`): the bins and shares of its
+score and of every feature it reads (numbers on the reference deciles plus a missing bin,
+categories by level plus a missing bin), and its features ranked by gain. The monitor bins a
+month's rows the same way and compares:
 
 - PSI (population stability index) of the score and of each feature, with the conventional
   bands: below 0.10 stable, 0.10 to 0.25 watch, 0.25 and above act;
 - the missing rate of each feature (a feed that broke shows here first);
-- the share of each category level (the mix of cards by channel, customers by segment).
+- the share of each category level (the mix of cards by channel, customers by segment);
+- the number of rows against the reference's average month (a bulk issuance campaign shows
+  as a surge of new cards).
 
-A small population shows some PSI from sampling alone (about (bins - 1) x (1/n + 1/m)), so a
-PSI counts only when it is also above its 99% sampling bound: a month of 150 new cards is not
-flagged for noise, a month of 15,000 customers is flagged for a real shift.
+A PSI counts only above a threshold: the larger of its 99.9% sampling bound (a small population
+shows some PSI from sampling alone, about (bins - 1) x (1/n + 1/m)) and the largest move of the
+reference's own months from the whole (the book's usual month-to-month movement, e.g. lumpy
+bulk card enrolments). So a month of 150 new cards, or a month with a usual bulk batch, is not
+flagged; a real shift in a month of 15,000 customers is.
 """
 
 from __future__ import annotations
@@ -22,19 +28,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2
+from scipy.stats import chi2, norm
 
 from bookpulse.training.evaluate import psi_from_shares
 from bookpulse.training.fit import ScoringModel
 
 WATCH, ACT = 0.10, 0.25
 MISSING_WATCH, MISSING_ACT = 0.05, 0.15
+VOLUME_WATCH, VOLUME_ACT = 1.5, 3.0
+LEVEL = 0.999  # a month checks some 30 quantities per model: keep chance alarms rare
 TOP_FEATURES = 10
 BINS = 10
 VERDICTS = ("stable", "watch", "act")
 
 
-def psi_bound(bins: int, n_expected: int, n_actual: int, level: float = 0.99) -> float:
+def psi_bound(bins: int, n_expected: int, n_actual: int, level: float = LEVEL) -> float:
     """The PSI two samples of one distribution stay under with probability `level`:
     PSI is about chi-square with bins - 1 degrees of freedom times (1/n + 1/m)."""
     if bins < 2 or n_expected == 0 or n_actual == 0:
@@ -69,60 +77,91 @@ def _category_shares(values: pd.Series, levels: list[str]) -> np.ndarray:
     return np.array([*counts, other, float(missing.sum())]) / max(len(text), 1)
 
 
+def _shares(entry: dict, values) -> np.ndarray:
+    """Bin `values` as the reference entry was binned."""
+    if entry["kind"] == "category":
+        return _category_shares(pd.Series(values), entry["levels"])
+    return _numeric_shares(np.asarray(values, float), np.asarray(entry["cuts"]))
+
+
+def _entry(values, levels: list[str] | None, month: np.ndarray) -> dict:
+    """One quantity's reference: its bins and shares, and how far the reference's own months
+    moved from the whole (the book's usual month-to-month movement: lumpy bulk issuance,
+    seasonality), which a month must exceed to count as drift."""
+    if levels is not None:
+        entry = {"kind": "category", "levels": list(levels)}
+    else:
+        entry = {"kind": "number", "cuts": _cuts(np.asarray(values, float)).tolist()}
+    overall = _shares(entry, values)
+    usual_psi, usual_missing = 0.0, 0.0
+    for m in np.unique(month):
+        part = _shares(entry, values[month == m])
+        usual_psi = max(usual_psi, psi_from_shares(overall, part))
+        usual_missing = max(usual_missing, abs(float(part[-1] - overall[-1])))
+    return {
+        **entry,
+        "shares": overall.tolist(),
+        "usual_psi": usual_psi,
+        "usual_missing_change": usual_missing,
+    }
+
+
 def reference_profile(
-    model: ScoringModel, frame: pd.DataFrame, scores: np.ndarray, months: list[str]
+    model: ScoringModel, frame: pd.DataFrame, scores: np.ndarray, month: np.ndarray
 ) -> dict:
-    """What the model learned on, for the monitor: bins and shares of the score and of every
-    feature of `frame` (the training window's rows), and the features ranked by gain."""
+    """What the model was validated on, for the monitor: bins and shares of the score and of
+    every feature of `frame` (the test window's rows; `month` names each row's month), their
+    usual month-to-month movement, the rows per month, and the features ranked by gain."""
     scores = np.asarray(scores, float)
-    score_cuts = _cuts(scores)
+    month = np.asarray(month)
     features = {}
     for f in model.features:
-        if f in model.categories:
-            levels = list(model.categories[f])
-            features[f] = {
-                "kind": "category",
-                "levels": levels,
-                "shares": _category_shares(frame[f], levels).tolist(),
-            }
-        else:
-            values = frame[f].to_numpy(float)
-            cuts = _cuts(values)
-            features[f] = {
-                "kind": "number",
-                "cuts": cuts.tolist(),
-                "shares": _numeric_shares(values, cuts).tolist(),
-            }
+        levels = model.categories.get(f)
+        values = frame[f].to_numpy(object if levels is not None else float)
+        features[f] = _entry(values, levels, month)
     gain = model.gain_importance().sort_values(ascending=False)
+    months, counts = np.unique(month, return_counts=True)
     return {
         "rows": int(len(frame)),
-        "months": list(months),
-        "score": {
-            "cuts": score_cuts.tolist(),
-            "shares": _numeric_shares(scores, score_cuts)[:-1].tolist(),
-        },
+        "months": [str(m) for m in months],
+        "rows_by_month": [int(c) for c in counts],
+        "score": _entry(scores, None, month),
         "mean_score": float(scores.mean()) if scores.size else float("nan"),
         "features": features,
         "by_gain": [str(f) for f in gain.index],
     }
 
 
-def _verdict(psi: float, bound: float) -> str:
-    if psi >= ACT and psi > bound:
+def _verdict(psi: float, threshold: float) -> str:
+    if psi >= ACT and psi > threshold:
         return "act"
-    if psi >= WATCH and psi > bound:
+    if psi >= WATCH and psi > threshold:
         return "watch"
     return "stable"
 
 
-def _missing_verdict(change: float, rate: float, n: int) -> str:
-    """A change in the missing rate beyond 3 standard errors and the bands."""
+def _missing_verdict(change: float, rate: float, n: int, usual: float) -> str:
+    """A change in the missing rate beyond its sampling bound (at LEVEL), the usual movement
+    and the bands."""
     se = np.sqrt(max(rate * (1 - rate), 1e-12) / max(n, 1))
-    if abs(change) <= 3 * se:
+    if abs(change) <= max(norm.ppf(0.5 + LEVEL / 2) * se, usual):
         return "stable"
     if abs(change) >= MISSING_ACT:
         return "act"
     return "watch" if abs(change) >= MISSING_WATCH else "stable"
+
+
+def _volume_verdict(ratio: float, usual: tuple[float, float]) -> str:
+    """This month's rows against the reference's average month: unusual when outside the
+    reference months' own range; 1.5x (or 2/3) watch, 3x (or 1/3) act."""
+    low, high = usual
+    if low <= ratio <= high:
+        return "stable"
+    if ratio >= VOLUME_ACT or ratio <= 1 / VOLUME_ACT:
+        return "act"
+    if ratio >= VOLUME_WATCH or ratio <= 1 / VOLUME_WATCH:
+        return "watch"
+    return "stable"
 
 
 def worst(verdicts) -> str:
@@ -136,67 +175,85 @@ class Drift:
     model: str
     rows: int
     reference_rows: int
+    volume_ratio: float  # rows this month over the reference's average month
+    volume_verdict: str
     score_psi: float
-    score_bound: float
+    score_threshold: float  # the larger of the sampling bound and the usual movement
     mean_score: float
     reference_mean_score: float
-    features: pd.DataFrame  # one row per feature, top features first
+    features: pd.DataFrame  # one row per feature, by gain rank
     score_shares: tuple[list[float], list[float]] = field(default=([], []))  # reference, now
     verdict: str = "stable"
     reasons: list[str] = field(default_factory=list)
 
 
+def _judge(entry: dict, values, n: int, n_ref: int) -> dict:
+    """PSI, its threshold and verdict, and the missing rate's move, for one quantity."""
+    expected = np.asarray(entry["shares"], float)
+    actual = _shares(entry, values)
+    used = int(np.count_nonzero((expected > 0) | (actual > 0)))
+    value = psi_from_shares(expected, actual)
+    threshold = max(psi_bound(used, n_ref, n), float(entry["usual_psi"]))
+    miss_ref, miss_now = float(expected[-1]), float(actual[-1])
+    mix = ""
+    if entry["kind"] == "category":
+        labels = [*entry["levels"], "(other)", "(missing)"]
+        i = int(np.argmax(np.abs(actual - expected)[:-1]))
+        mix = f"{labels[i]} {expected[i]:.0%} -> {actual[i]:.0%}"
+    return {
+        "psi": value,
+        "psi_threshold": threshold,
+        "psi_verdict": _verdict(value, threshold),
+        "missing_reference": miss_ref,
+        "missing_now": miss_now,
+        "missing_verdict": _missing_verdict(
+            miss_now - miss_ref, miss_ref, n, float(entry["usual_missing_change"])
+        ),
+        "largest_mix_change": mix,
+        "shares": (expected.tolist(), actual.tolist()),
+    }
+
+
 def compare(
-    name: str, profile: dict, frame: pd.DataFrame, scores: np.ndarray, top: int = TOP_FEATURES
+    name: str,
+    profile: dict,
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    top: int = TOP_FEATURES,
+    skip: frozenset[str] = frozenset(),
 ) -> Drift:
     """Bin `frame` (a month's rows) and `scores` (the model's probabilities for them) as the
-    reference was, and judge each difference."""
+    reference was, and judge each difference: a PSI counts when it passes its band and both
+    its sampling bound and the reference months' usual movement. Features in `skip` (those
+    that change by design each month, like the calendar month) are left out; `top` counts
+    the others."""
     n, n_ref = len(frame), int(profile["rows"])
-    scores = np.asarray(scores, float)
-    ref_score = np.asarray(profile["score"]["shares"], float)
-    now_score = _numeric_shares(scores, np.asarray(profile["score"]["cuts"]))[:-1]
-    score_psi = psi_from_shares(ref_score, now_score)
-    score_bound = psi_bound(len(ref_score), n_ref, n)
-    ranked = profile["by_gain"]
+    per_month = np.asarray(profile["rows_by_month"], float)
+    ratio = n / per_month.mean()
+    usual = (float(per_month.min() / per_month.mean()), float(per_month.max() / per_month.mean()))
+    volume = _volume_verdict(ratio, usual)
+    score = _judge(profile["score"], np.asarray(scores, float), n, n_ref)
+    ranked = [f for f in profile["by_gain"] if f not in skip]
     rows = []
     for rank, f in enumerate(ranked, 1):
-        ref = profile["features"][f]
-        expected = np.asarray(ref["shares"], float)
-        if ref["kind"] == "category":
-            actual = _category_shares(frame[f], ref["levels"])
-            labels = [*ref["levels"], "(other)", "(missing)"]
-            moves = actual - expected
-            i = int(np.argmax(np.abs(moves[:-1]))) if len(moves) > 1 else 0
-            mix = f"{labels[i]} {expected[i]:.0%} -> {actual[i]:.0%}"
-        else:
-            actual = _numeric_shares(frame[f].to_numpy(float), np.asarray(ref["cuts"]))
-            mix = ""
-        used = int(np.count_nonzero((expected > 0) | (actual > 0)))
-        value = psi_from_shares(expected, actual)
-        bound = psi_bound(used, n_ref, n)
-        miss_ref, miss_now = float(expected[-1]), float(actual[-1])
-        rows.append(
-            {
-                "feature": f,
-                "gain_rank": rank,
-                "top": rank <= top,
-                "psi": value,
-                "psi_bound": bound,
-                "psi_verdict": _verdict(value, bound),
-                "missing_reference": miss_ref,
-                "missing_now": miss_now,
-                "missing_verdict": _missing_verdict(miss_now - miss_ref, miss_ref, n),
-                "largest_mix_change": mix,
-            }
-        )
+        entry = profile["features"][f]
+        values = frame[f].to_numpy(object if entry["kind"] == "category" else float)
+        judged = _judge(entry, values, n, n_ref)
+        del judged["shares"]
+        rows.append({"feature": f, "gain_rank": rank, "top": rank <= top, **judged})
     table = pd.DataFrame(rows)
     reasons = []
-    score_verdict = _verdict(score_psi, score_bound)
-    if score_verdict != "stable":
-        reasons.append(f"score PSI {score_psi:.2f} ({score_verdict})")
+    if volume != "stable":
+        reasons.append(
+            f"{n:,} rows, {ratio:.1f}x the reference's average month (usual "
+            f"{usual[0]:.1f}x-{usual[1]:.1f}x) ({volume})"
+        )
+    if score["psi_verdict"] != "stable":
+        reasons.append(f"score PSI {score['psi']:.2f} ({score['psi_verdict']})")
     for r in table.itertuples():
         if r.top and r.psi_verdict != "stable":
-            reasons.append(f"{r.feature} PSI {r.psi:.2f} ({r.psi_verdict})")
+            mix = f", {r.largest_mix_change}" if r.largest_mix_change else ""
+            reasons.append(f"{r.feature} PSI {r.psi:.2f}{mix} ({r.psi_verdict})")
         if r.missing_verdict != "stable":
             reasons.append(
                 f"{r.feature} missing {r.missing_reference:.1%} -> {r.missing_now:.1%} "
@@ -204,7 +261,8 @@ def compare(
             )
     verdict = worst(
         [
-            score_verdict,
+            volume,
+            score["psi_verdict"],
             *table.loc[table["top"], "psi_verdict"],
             *table["missing_verdict"],
         ]
@@ -213,12 +271,14 @@ def compare(
         model=name,
         rows=n,
         reference_rows=n_ref,
-        score_psi=score_psi,
-        score_bound=score_bound,
-        mean_score=float(scores.mean()) if n else float("nan"),
+        volume_ratio=ratio,
+        volume_verdict=volume,
+        score_psi=score["psi"],
+        score_threshold=score["psi_threshold"],
+        mean_score=float(np.mean(scores)) if n else float("nan"),
         reference_mean_score=float(profile["mean_score"]),
         features=table,
-        score_shares=(ref_score.tolist(), now_score.tolist()),
+        score_shares=(score["shares"][0][:-1], score["shares"][1][:-1]),
         verdict=verdict,
         reasons=reasons,
     )

@@ -23,11 +23,19 @@ from bookpulse.monitoring.report import monitor_html, review_html
 from bookpulse.monitoring.review import OUTCOME, Realised, list_outcomes, list_totals, realised
 from bookpulse.scoring.batch import PREFIX, check_month, default_out, read_scores
 from bookpulse.scoring.core import Champion
-from bookpulse.specs import ModelSpec, Playbook
+from bookpulse.specs import ModelSpec, Playbook, load_feature_catalog
 from bookpulse.training import tracking
 
 EXPERIMENT = "bookpulse-monitoring"
-PROMISED = ("auc", "lift_top10", "ece", "ece_noise", "event_rate", "mean_probability")
+PROMISED = (
+    "auc",
+    "lift_top10",
+    "ece",
+    "ece_noise",
+    "event_rate",
+    "mean_probability",
+    "oe_month_max_dev",
+)
 
 
 class MonitorError(Exception):
@@ -69,17 +77,21 @@ def load_reference(champion: Champion) -> dict:
 def monitor(
     home: Path, book: Path, as_of: str, champions: dict[str, Champion]
 ) -> tuple[dict[str, Drift], dict[str, dict]]:
-    """Each champion's drift in month `as_of` of `book` against its training reference."""
+    """Each champion's drift in month `as_of` of `book` against its run's reference."""
     tracking.configure(home)
     as_of = io.month_key(as_of)
     check_month(book, as_of)
     references = {name: load_reference(c) for name, c in champions.items()}
+    catalog = load_feature_catalog()
+    skip = frozenset(
+        f for e in ("customer", "card") for f, s in catalog.for_entity(e).items() if not s.monitor
+    )
     customers, cards = build_features(read_frames(book, as_of), as_of)
     drifts = {}
     for name, champ in champions.items():
         frame = customers if champ.spec.target.entity == "customer" else cards
         scores = champ.model.predict(frame) if len(frame) else np.array([])
-        drifts[name] = compare(name, references[name], frame, scores)
+        drifts[name] = compare(name, references[name], frame, scores, skip=skip)
     return drifts, references
 
 
@@ -103,16 +115,17 @@ def review(
     scored: str,
     specs: dict[str, ModelSpec],
     playbook: Playbook,
+    out: Path | None = None,
 ) -> tuple[dict[str, Realised], dict[str, tuple[str, pd.DataFrame, dict]], dict[str, str]]:
-    """Realised outcomes of scored month `scored` (published under $home/scores) against
-    the promise of the models that scored it, and of its action lists."""
+    """Realised outcomes of scored month `scored` (published at `out`, by default under
+    $home/scores) against the promise of the models that scored it, and of its lists."""
     tracking.configure(home)
     scored = io.month_key(scored)
-    out = default_out(home, scored)
+    out = Path(out) if out else default_out(home, scored)
     if not (out / "manifest.json").is_file():
         raise MonitorError(
-            f"{scored} has not been scored under {out.parent}: run `bookpulse score --as-of "
-            f"{scored}` first (the review reads what was actually scored then)"
+            f"{scored} has not been scored at {out}: run `bookpulse score --as-of {scored}` "
+            "first (the review reads what was actually scored then)"
         )
     manifest = json.loads((out / "manifest.json").read_text())
     months = io.read_meta(book)["months"]
@@ -224,9 +237,14 @@ def monitor_report(
 
 
 def review_report(
-    home: Path, book: Path, scored: str, specs: dict[str, ModelSpec], playbook: Playbook
+    home: Path,
+    book: Path,
+    scored: str,
+    specs: dict[str, ModelSpec],
+    playbook: Playbook,
+    out: Path | None = None,
 ) -> tuple[Report, dict[str, Realised], dict[str, str]]:
-    results, lists, skipped = review(home, book, scored, specs, playbook)
+    results, lists, skipped = review(home, book, scored, specs, playbook, out)
     scored = io.month_key(scored)
     page = reports_dir(home) / f"review-{scored}.html"
     _write(page, review_html(scored, results, lists, skipped))

@@ -58,7 +58,7 @@ def drift_plot(d: Drift) -> Figure:
     ax1, ax2 = fig.subplots(1, 2)
     ref, now = (np.asarray(x) for x in d.score_shares)
     x = np.arange(len(ref))
-    ax1.bar(x - 0.2, ref, 0.4, label="training reference", color="#90a4ae")
+    ax1.bar(x - 0.2, ref, 0.4, label="reference (test window)", color="#90a4ae")
     ax1.bar(x + 0.2, now, 0.4, label="this month", color="#1565c0")
     ax1.set_xlabel("reference score decile (low to high)")
     ax1.set_ylabel("share of rows")
@@ -69,7 +69,7 @@ def drift_plot(d: Drift) -> Figure:
     ax2.barh(top["feature"], top["psi"], color=colours)
     for bound, style in ((WATCH, "--"), (ACT, "-")):
         ax2.axvline(bound, color="#555", linestyle=style, linewidth=1)
-    ax2.set_xlabel("PSI against the training reference (watch 0.10, act 0.25)")
+    ax2.set_xlabel("PSI against the reference (watch 0.10, act 0.25)")
     ax2.set_title("top features by gain")
     fig.tight_layout()
     return fig
@@ -78,17 +78,21 @@ def drift_plot(d: Drift) -> Figure:
 def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str]) -> str:
     body = [
         f"<p>Month {html.escape(as_of)}: each champion's score and features against the "
-        "profile of its training window. PSI below 0.10 is stable, 0.10-0.25 watch, 0.25 "
-        "and above act; a PSI within its 99% sampling bound (small populations) is not "
-        "counted. Missing-rate changes of 5 points are watched, 15 points acted on.</p>",
-        "<table><tr><th>model</th><th>version</th><th>rows</th><th>score PSI</th>"
+        "profile of its training run's out-of-time test window. PSI below 0.10 is stable, "
+        "0.10-0.25 watch, 0.25 and above act; a PSI counts only above its threshold: the "
+        "larger of its 99.9% sampling bound (small populations) and the largest move of the "
+        "reference's own months from the whole (the book's usual month-to-month movement). "
+        "Missing-rate changes of 5 points are watched, 15 acted on; a month with 1.5x (3x) "
+        "the reference's average rows, outside the reference months' range, is watched "
+        "(acted on).</p>",
+        "<table><tr><th>model</th><th>version</th><th>rows (x usual month)</th><th>score PSI</th>"
         "<th>mean score (reference)</th><th>verdict</th><th>why</th></tr>",
     ]
     for name, d in drifts.items():
         why = "; ".join(d.reasons) or "nothing moved beyond the bands"
         body.append(
             f"<tr><td>{html.escape(name)}</td><td>{html.escape(versions.get(name, ''))}</td>"
-            f"<td>{d.rows:,}</td><td>{d.score_psi:.3f}</td>"
+            f"<td>{d.rows:,} ({d.volume_ratio:.1f}x)</td><td>{d.score_psi:.3f}</td>"
             f"<td>{d.mean_score:.4f} ({d.reference_mean_score:.4f})</td>"
             f"<td>{_badge(d.verdict, COLOURS)}</td><td>{html.escape(why)}</td></tr>"
         )
@@ -100,7 +104,7 @@ def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str])
             "feature",
             "gain_rank",
             "psi",
-            "psi_bound",
+            "psi_threshold",
             "psi_verdict",
             "missing_reference",
             "missing_now",

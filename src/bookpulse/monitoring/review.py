@@ -3,8 +3,9 @@
 For each model: the realised outcome rate by decile of the month's score, realised AUC, lift
 of the top decile and calibration, set against what the model's validation pack promised on
 its test window. A model is *off promise* when its AUC is 0.05 under the promise, when the
-events it saw are 20% off the count its probabilities expected and 3 standard errors away
-(calibration in the large: a shock moves the level first), or when its ECE is beyond its
+events it saw are off the count its probabilities expected by 3 standard errors and by more
+than 20% and than any single test month strayed (calibration in the large: a shock moves the
+level first; seasonality moves it a little every month), or when its ECE is beyond its
 sampling floor by more than its gate. For each
 action list: of the customers (cards) listed per branch and RM, how many churned, upgraded or
 activated, against those of the same RM who were not listed.
@@ -79,7 +80,8 @@ def realised(
     expected = p.sum()
     sd = float(np.sqrt(np.sum(p * (1 - p)))) or float("inf")
     metrics["observed_expected_z"] = float((y.sum() - expected) / sd)
-    if abs(metrics["observed_expected_z"]) >= OE_Z and abs(oe - 1) >= OE_BAND:
+    band = max(OE_BAND, promised.get("oe_month_max_dev", 0.0))
+    if abs(metrics["observed_expected_z"]) >= OE_Z and abs(oe - 1) > band:
         word = "more" if oe > 1 else "fewer"
         reasons.append(
             f"miscalibrated: {y.sum():,} events against {expected:,.0f} expected ({oe:.2f}x, "

@@ -139,13 +139,20 @@ def evaluate(
         if months is not None
         else np.array([], dtype=object)
     )
+    oe_moves = []
     for m in sorted(set(keys)):
         sel = keys == m
         if 0 < y[sel].sum() < sel.sum():
             by_month[m] = float(roc_auc_score(y[sel], p[sel]))
+        if p[sel].sum() > 0:
+            oe_moves.append(abs(y[sel].sum() / p[sel].sum() - 1))
     if by_month:
         metrics["auc_month_min"] = min(by_month.values())
         metrics["auc_month_max"] = max(by_month.values())
+    if oe_moves:
+        # how far a single test month's events strayed from the count its probabilities
+        # expected: the usual month-to-month swing the review allows before calling it off
+        metrics["oe_month_max_dev"] = float(max(oe_moves))
     if truth is not None:
         ok = ~np.isnan(truth)
         metrics["ceiling_auc"] = float(roc_auc_score(y[ok], truth[ok]))

@@ -148,7 +148,8 @@ def train_and_log(
                 sample,
             )
             ev.gains.to_csv(out / "gains_by_decile.csv", index=False)
-            profile = reference_profile(model, parts["train"], p_train, windows["train"])
+            month = test["as_of"].dt.strftime("%Y-%m").to_numpy()
+            profile = reference_profile(model, test, p_test, month)
             (out / tracking.REFERENCE_FILE).write_text(json.dumps(profile))
             (out / "model_card.md").write_text(
                 model_card(

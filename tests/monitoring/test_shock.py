@@ -1,0 +1,177 @@
+"""A shock to catch: champions trained on a calm book, then run on the same book and on a copy
+shocked from mid-2026 (a deposit-rate cut, then a bulk card campaign). The monitor must flag
+the shocked book and stay quiet on the calm one; the review must show the miscalibration.
+Both books are identical before the shock, so the same champions fit both."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from bookpulse import cli
+from bookpulse.book.simulate import BookSpec, Shock, generate_book
+from bookpulse.monitoring.jobs import EXPERIMENT, MonitorError, monitor, review
+from bookpulse.scoring.batch import score_month
+from bookpulse.scoring.champions import load_champions
+from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
+from bookpulse.training import tracking
+
+CALM = BookSpec(customers=5_000, months=24, seed=21, end_month="2026-10")
+RATE_CUT, CAMPAIGN = "2026-06", "2026-07"
+SHOCKED = dataclasses.replace(
+    CALM, shocks=(Shock("rate_cut", RATE_CUT), Shock("card_campaign", CAMPAIGN))
+)
+MONITORED = "2026-09"  # three months into the cut, the campaign's third month
+# Churn is reviewed on the month before the cut: the same scores in both books (nothing before
+# a shock differs), but its outcome window (2026-06..08) falls in the cut. Cards: on the
+# campaign's first month. Both months are in the champions' test windows (2026-05 on), and
+# every outcome window has closed by the book's end.
+CHURN_MONTH, CARD_MONTH = "2026-05", CAMPAIGN
+REVIEWED = {"churn": CHURN_MONTH, "card_activation": CARD_MONTH}
+
+
+def _quick(spec):
+    lgb = spec.lightgbm.model_copy(update={"num_boost_round": 80, "early_stopping_rounds": 20})
+    gates = GateSpec(min_auc=0.51, max_calibration_error=0.5, max_auc_drop=0.2)
+    return spec.model_copy(update={"lightgbm": lgb, "gates": gates})
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shock")
+    out = {"calm": root / "calm", "shocked": root / "shocked"}
+    generate_book(CALM, out["calm"])
+    generate_book(SHOCKED, out["shocked"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(books, tmp_path_factory) -> Path:
+    """Champions trained and promoted on the calm book; its test windows start in 2026-05."""
+    from bookpulse.training.registry import promote
+    from bookpulse.training.train import train_models
+
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")
+    home = tmp_path_factory.mktemp("shock-home")
+    specs = [_quick(s) for s in load_model_specs().values()]
+    train_models(books["calm"], home, specs, threads=1)
+    for spec in specs:
+        assert promote(home, books["calm"], spec).outcome == "promoted"
+    return home
+
+
+@pytest.fixture(scope="module")
+def champions(home):
+    return load_champions(home, list(load_model_specs().values()))
+
+
+@pytest.fixture(scope="module")
+def drifts(home, books, champions):
+    return {name: monitor(home, book, MONITORED, champions)[0] for name, book in books.items()}
+
+
+@pytest.fixture(scope="module")
+def reviews(home, books, champions):
+    catalog = load_feature_catalog()
+    catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
+    out = {}
+    for name, book in books.items():
+        for month in sorted(set(REVIEWED.values())):
+            scores = home / f"scores-{name}" / month
+            score_month(book, home, month, champions, catalogs, load_playbook(), scores)
+            out[name, month] = review(
+                home, book, month, load_model_specs(), load_playbook(), out=scores
+            )
+    return out
+
+
+def test_a_calm_book_raises_no_alarm(drifts):
+    for model, d in drifts["calm"].items():
+        assert d.verdict == "stable", (model, d.reasons)
+
+
+def test_the_rate_cut_is_flagged_on_balances(drifts):
+    churn = drifts["shocked"]["churn"]
+    assert churn.verdict == "act", churn.reasons
+    moved = churn.features.loc[churn.features["psi_verdict"] == "act", "feature"].tolist()
+    assert any("aum" in f or "balance" in f or "flow" in f for f in moved), moved
+
+
+def test_the_card_campaign_is_flagged(drifts):
+    cards = drifts["shocked"]["card_activation"]
+    assert cards.verdict == "act", cards.reasons
+    assert cards.volume_verdict == "act"  # a surge of new cards
+    assert cards.volume_ratio > 3
+
+
+def test_the_calm_months_are_as_promised(reviews):
+    for month in sorted(set(REVIEWED.values())):
+        results, lists, skipped = reviews["calm", month]
+        assert set(results) == {"churn", "tier_upgrade", "card_activation"}, skipped
+        for model in ("churn", "card_activation"):  # the models the shocks will hit
+            r = results[model]
+            assert not any("miscalibrated" in x for x in r.reasons), (month, model, r.reasons)
+        churn = lists["retention"][2]
+        assert churn["listed_rate"] > churn["not_listed_rate"]  # the list found the leavers
+
+
+def test_the_shocks_show_as_miscalibration(reviews):
+    churn = reviews["shocked", CHURN_MONTH][0]["churn"]
+    calm = reviews["calm", CHURN_MONTH][0]["churn"]
+    assert churn.metrics["mean_probability"] == calm.metrics["mean_probability"]  # same scores
+    assert churn.metrics["observed_over_expected"] > 1.3
+    assert churn.metrics["observed_over_expected"] > calm.metrics["observed_over_expected"] + 0.2
+    assert any("more than predicted" in x for x in churn.reasons), churn.reasons
+    cards = reviews["shocked", CARD_MONTH][0]["card_activation"]
+    assert cards.metrics["observed_over_expected"] < 0.7
+    assert any("fewer than predicted" in x for x in cards.reasons), cards.reasons
+
+
+def test_the_cli_writes_reports_and_logs_them(home, books, reviews, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    env = {"BOOKPULSE_HOME": str(home)}
+    runner = CliRunner()
+    res = runner.invoke(
+        cli.app, ["monitor", "--as-of", MONITORED, "--book", str(books["shocked"])], env=env
+    )
+    assert res.exit_code == 0, res.output
+    assert "act" in res.output
+    page = home / "reports" / f"monitor-{MONITORED}.html"
+    text = page.read_text()
+    assert text.count('src="data:image/png;base64,') == 3  # one figure per model
+    scores = home / "scores-shocked" / CHURN_MONTH
+    args = ["review", "--scored", CHURN_MONTH, "--book", str(books["shocked"])]
+    res = runner.invoke(cli.app, [*args, "--scores", str(scores)], env=env)
+    assert res.exit_code == 0, res.output
+    assert "off promise" in res.output
+    assert (home / "reports" / f"review-{CHURN_MONTH}.html").is_file()
+    tracking.configure(home)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = {r.data.tags["kind"]: r for r in client.search_runs([exp.experiment_id])}
+    assert runs["monitor"].data.tags["churn.verdict"] == "act"
+    assert runs["monitor"].data.metrics["churn.score_psi"] >= 0
+    assert runs["review"].data.metrics["churn.observed_over_expected"] > 1.3
+    names = [a.path for a in client.list_artifacts(runs["review"].info.run_id)]
+    assert f"review-{CHURN_MONTH}.html" in names
+
+
+def test_a_month_not_scored_or_in_sample_is_refused(home, books, reviews):
+    with pytest.raises(MonitorError, match="bookpulse score --as-of 2026-08"):
+        review(home, books["calm"], "2026-08", load_model_specs(), load_playbook())
+    manifest = json.loads((home / "scores-calm" / CHURN_MONTH / "manifest.json").read_text())
+    manifest["as_of"] = "2026-01"
+    early = home / "early" / "2026-01"
+    early.mkdir(parents=True)
+    (early / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MonitorError, match="in-sample"):
+        review(home, books["calm"], "2026-01", load_model_specs(), load_playbook(), out=early)
