@@ -62,8 +62,10 @@ def experiment_id(home: Path, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-with warnings.catch_warnings():
+with warnings.catch_warnings(record=True):
     # MLflow suggests type hints on predict; the signature logged with the model is the contract.
+    # (record=True: MLflow re-enables the warning inside its own check, so only swallowing the
+    # record keeps it off the console.)
     warnings.simplefilter("ignore", UserWarning)
 
     class CalibratedProbability(mlflow.pyfunc.PythonModel):
