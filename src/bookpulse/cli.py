@@ -672,6 +672,7 @@ def score(
         target = out or default_out(settings.home, month)
         if engine == "spark":
             from bookpulse.scoring.spark import score_month_spark
+            from bookpulse.serving.store import open_store
 
             with console.status(f"scoring {month} on Spark ({spark_master})"):
                 manifest = score_month_spark(
@@ -683,6 +684,7 @@ def score(
                     playbook,
                     target,
                     master=spark_master,
+                    online=open_store(settings.home, settings.online_store),
                 )
         else:
             from bookpulse.scoring.batch import score_month
@@ -916,7 +918,7 @@ def review(
     _print_review(report, results, skipped)
 
 
-def _demo_review(home: Path, book: Path) -> None:
+def _demo_review(home: Path, book: Path) -> str:
     """Score the earliest month every champion can be judged on (its test window's first
     month, whose outcomes are in the book), then review it."""
     from bookpulse.monitoring.jobs import earliest_reviewable
@@ -929,6 +931,7 @@ def _demo_review(home: Path, book: Path) -> None:
                   "judged on (out of time, outcomes known); scoring it, then reviewing it")
     score(as_of=month, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
     review(scored=month, book=book, scores=None)
+    return month
 
 
 @app.command()
@@ -1005,7 +1008,7 @@ def demo() -> None:
     score(as_of=latest, book=book, out=None, engine="local", spark_master="local[*]", threads=0)
     console.print()
     monitor(as_of=latest, book=book)
-    _demo_review(settings.home, book)
+    reviewed = _demo_review(settings.home, book)
     _key_file(settings.home, "api_key")
     first = pd.read_parquet(
         settings.home / "scores" / latest / "customers.parquet", columns=["customer_id"]
@@ -1015,6 +1018,14 @@ def demo() -> None:
     )
     console.print(
         "  " + _curl_example(settings.home, 3000, int(first)), soft_wrap=True, markup=False
+    )
+    from bookpulse.monitoring.jobs import reports_dir
+
+    pages = [reports_dir(settings.home) / f"{k}-{m}.html" for k, m in
+             (("monitor", latest), ("review", reviewed))]
+    console.print(
+        f"\n[bold]Reports[/] (open in a browser; also in MLflow, experiment "
+        f"bookpulse-monitoring): {pages[0]}, {pages[1]}"
     )
 
 

@@ -156,7 +156,7 @@ PROMISE = {"auc": 0.7, "ece": 0.005}
 
 def test_outcomes_drawn_from_the_probabilities_are_as_promised():
     y, p, d = _outcomes(20_000, 0)
-    r = realised("churn", y, p, d, PROMISE, 0.02)
+    r = realised("churn", y, p, d, PROMISE)
     assert r.verdict == "as promised", r.reasons
     assert r.metrics["observed_over_expected"] == pytest.approx(1.0, abs=0.05)
     assert r.by_decile["rows"].sum() == 20_000
@@ -166,7 +166,7 @@ def test_outcomes_drawn_from_the_probabilities_are_as_promised():
 
 def test_twice_the_events_is_miscalibration():
     y, p, d = _outcomes(20_000, 1, factor=2.0)
-    r = realised("churn", y, p, d, PROMISE, 0.02)
+    r = realised("churn", y, p, d, PROMISE)
     assert r.verdict == "off promise"
     assert r.metrics["observed_over_expected"] == pytest.approx(2.0, rel=0.1)
     assert any("miscalibrated" in x and "more than predicted" in x for x in r.reasons)
@@ -174,14 +174,14 @@ def test_twice_the_events_is_miscalibration():
 
 def test_half_the_events_is_miscalibration_the_other_way():
     y, p, d = _outcomes(20_000, 2, factor=0.5)
-    r = realised("card_activation", y, p, d, PROMISE, 0.02)
+    r = realised("card_activation", y, p, d, PROMISE)
     assert any("fewer than predicted" in x for x in r.reasons)
 
 
 def test_a_weaker_ranking_is_named():
     y, p, d = _outcomes(20_000, 3)
     shuffled = np.random.default_rng(0).permutation(p)
-    r = realised("churn", y, shuffled, d, PROMISE, 0.02)
+    r = realised("churn", y, shuffled, d, PROMISE)
     assert any(x.startswith("AUC") for x in r.reasons)
 
 

@@ -169,7 +169,6 @@ def review(
             joined[f"{prefix}_probability"].to_numpy(float),
             joined[f"{prefix}_decile"].to_numpy(int),
             promised,
-            spec.gates.max_calibration_error,
         )
         outcomes[name] = joined.rename(columns={key: "id", spec.target.label: "y"})[
             ["id", "branch_id", "rm_id", "y"]

@@ -17,9 +17,9 @@ from bookpulse.monitoring.review import Realised
 COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
 REVIEW_COLOURS = {"as promised": "#2e7d32", "off promise": "#c62828"}
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .85em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 .badge { color: white; padding: .15em .6em; border-radius: .8em; font-weight: 600; }
@@ -146,12 +146,13 @@ def review_plot(r: Realised) -> Figure:
 
 def _metric_rows(r: Realised) -> pd.DataFrame:
     names = ["auc", "lift_top10", "ece", "ece_noise", "event_rate", "mean_probability"]
+    names += ["observed_over_expected", "observed_expected_z", "oe_month_max_dev"]
+    promised = {**r.promised, "observed_over_expected": 1.0, "observed_expected_z": 0.0}
     return pd.DataFrame(
         {
-            "figure": names + ["observed_over_expected"],
-            "realised": [r.metrics.get(n, np.nan) for n in names]
-            + [r.metrics.get("observed_over_expected", np.nan)],
-            "promised (test window)": [r.promised.get(n, np.nan) for n in names] + [1.0],
+            "figure": names,
+            "realised": [r.metrics.get(n, np.nan) for n in names],
+            "promised (test window)": [promised.get(n, np.nan) for n in names],
         }
     )
 
@@ -165,8 +166,10 @@ def review_html(
     body = [
         f"<p>Scored month {html.escape(scored)}: what happened in each model's outcome window, "
         "against what its validation pack promised on its test window. A model is off "
-        "promise when its realised AUC is 0.05 under the promise, or its calibration error "
-        "is beyond its sampling noise and the gate.</p>"
+        "promise when its realised AUC is 0.05 under the promise, or when the events it saw "
+        "are 3 standard errors and more than 20% (and more than any single test month "
+        "strayed, oe_month_max_dev) off the count its probabilities expected. ECE is shown "
+        "beside its sampling noise, for reading.</p>"
     ]
     for name, why in skipped.items():
         body.append(f"<p class='note'>{html.escape(name)}: not reviewed: {html.escape(why)}</p>")
