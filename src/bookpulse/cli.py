@@ -672,7 +672,6 @@ def score(
         target = out or default_out(settings.home, month)
         if engine == "spark":
             from bookpulse.scoring.spark import score_month_spark
-            from bookpulse.serving.store import open_store
 
             with console.status(f"scoring {month} on Spark ({spark_master})"):
                 manifest = score_month_spark(
@@ -684,7 +683,7 @@ def score(
                     playbook,
                     target,
                     master=spark_master,
-                    online=open_store(settings.home, settings.online_store),
+                    online=_online_store_for(month, settings),
                 )
         else:
             from bookpulse.scoring.batch import score_month

@@ -1,15 +1,18 @@
-"""`--engine spark` on local Spark: the same files, row for row, as the local engine."""
+"""`--engine spark` on local Spark: the same files, row for row, and the same online store,
+document for document, as the local engine."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 
 import pandas as pd
 import pytest
 
 from bookpulse.scoring import batch
 from bookpulse.scoring.batch import read_scores
+from bookpulse.serving.store import SqliteStore
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +23,11 @@ def java() -> None:
         pytest.skip("Spark needs Java 17+ (apt-get install openjdk-17-jre-headless)")
 
 
+def _documents(store: SqliteStore, entity: str) -> list[tuple[int, str]]:
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(f"SELECT id, doc FROM {entity} ORDER BY id").fetchall()
+
+
 def test_spark_and_local_engines_agree(
     java, trainable_book, champions, catalogs, playbook, score_month, tmp_path
 ) -> None:
@@ -27,8 +35,17 @@ def test_spark_and_local_engines_agree(
 
     local = tmp_path / "local"
     on_spark = tmp_path / "spark"
+    local_store = SqliteStore(tmp_path / "online-local.sqlite")
+    spark_store = SqliteStore(tmp_path / "online-spark.sqlite")
     a = batch.score_month(
-        trainable_book, tmp_path, score_month, champions, catalogs, playbook, local
+        trainable_book,
+        tmp_path,
+        score_month,
+        champions,
+        catalogs,
+        playbook,
+        local,
+        online=local_store,
     )
     try:
         b = score_month_spark(
@@ -41,6 +58,7 @@ def test_spark_and_local_engines_agree(
             on_spark,
             master="local[2]",
             partitions=3,
+            online=spark_store,
         )
     finally:
         session().stop()
@@ -59,3 +77,15 @@ def test_spark_and_local_engines_agree(
         ).read_text()
     # Spark's parts are in the manifest too, with checksums
     assert any(f.startswith("customers.parquet/part-") for f in b["files"])
+    # the online store the API reads: the same documents (text for text), distributions
+    # and month, whichever engine scored it; Spark's staging folder is gone
+    assert spark_store.as_of() == local_store.as_of() == score_month
+    for entity, name in (("customer", "customers"), ("card", "cards")):
+        docs = _documents(local_store, entity)
+        assert len(docs) == a["rows_out"][name] > 0
+        assert _documents(spark_store, entity) == docs
+    for prefix in ("churn", "upgrade", "activation"):
+        x, y = local_store.distribution(prefix), spark_store.distribution(prefix)
+        assert x is not None and len(x) > 0
+        assert x.tobytes() == y.tobytes()
+    assert not [p.name for p in tmp_path.iterdir() if ".online-" in p.name]

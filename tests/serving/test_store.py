@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bookpulse.serving.store import RedisStore, Snapshot, SqliteStore
+from bookpulse.serving.store import KEYS, RedisStore, Snapshot, SqliteStore, records
 
 
 def _free_port() -> int:
@@ -129,3 +134,145 @@ def test_redis_and_sqlite_agree(redis_url, tmp_path) -> None:
     assert a.get("customer", [5, 6, 7]) == b.get("customer", [5, 6, 7])
     assert np.array_equal(a.distribution("churn"), b.distribution("churn"))
     assert Path(tmp_path / "f.sqlite").is_file()
+
+
+def test_documents_built_elsewhere_publish_the_same(store, tmp_path) -> None:
+    """The Spark engine hands the store documents its tasks built, not frames."""
+    snap = _snapshot("2026-09", [1, 2, 3])
+    built = Snapshot(
+        as_of=snap.as_of,
+        rows={e: list(records(f, KEYS[e], rows=2)) for e, f in snap.rows.items()},
+        distributions=snap.distributions,
+    )
+    store.publish(built)
+    got = store.get("customer", [1, 2, 3])
+    reference = SqliteStore(tmp_path / "reference.sqlite")
+    reference.publish(snap)
+    assert got == reference.get("customer", [1, 2, 3])
+    assert store.get("card", [9_000_001]) == reference.get("card", [9_000_001])
+
+
+# --- every value reads back exactly ---------------------------------------------------------
+
+FLOATS = st.floats(width=64) | st.sampled_from(
+    [0.0, -0.0, 1.0, -2.0, 1e16, 1e22, 1e-7, 0.1, 123456789012.0, 5e-324, 2.2250738585072014e-308,
+     1.7976931348623157e308, float("nan"), float("inf"), float("-inf")]
+)  # fmt: skip
+TEXT = st.none() | st.text(max_size=8) | st.sampled_from(["mid", 'a "quote"', "back\\slash", "é"])
+ROW = st.fixed_dictionaries(
+    {
+        "f64": FLOATS,
+        "f32": st.floats(width=32),
+        "i64": st.integers(-(2**63), 2**63 - 1),
+        "i8": st.integers(-128, 127),
+        "maybe_int": st.none() | st.integers(-(2**63), 2**63 - 1),
+        "flag": st.booleans(),
+        "text": TEXT,
+        "level": TEXT,
+        "day": st.none() | st.datetimes(datetime(1900, 1, 1), datetime(2200, 1, 1)),
+        "mixed": st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=4),
+    }
+)
+ROW_COLUMNS = ["f64", "f32", "i64", "i8", "maybe_int", "flag", "text", "level", "day", "mixed"]
+
+
+def _frame(rows: list[dict], first_id: int) -> pd.DataFrame:
+    col = {k: [r[k] for r in rows] for k in ROW_COLUMNS}
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(first_id, first_id + len(rows), dtype=np.int64),
+            "f64": np.array(col["f64"], dtype=np.float64),
+            "f32": np.array(col["f32"], dtype=np.float32),
+            "i64": np.array(col["i64"], dtype=np.int64),
+            "i8": np.array(col["i8"], dtype=np.int8),
+            "maybe_int": pd.array(col["maybe_int"], dtype="Int64"),
+            "flag": np.array(col["flag"], dtype=bool),
+            "text": pd.Series(col["text"], dtype="str"),
+            "level": pd.Categorical(col["level"]),
+            "day": pd.Series(col["day"], dtype="datetime64[us]"),
+            "mixed": pd.Series(col["mixed"], dtype=object),
+        }
+    )
+
+
+def _expected(row: dict) -> dict:
+    """What the API must read back: the batch's own values (float32 as the float64 it widens
+    to, NaN as None, a date as YYYY-MM-DD)."""
+    f32 = float(np.float32(row["f32"]))
+    day = row["day"]
+    want = {
+        **row,
+        "f64": None if np.isnan(row["f64"]) else row["f64"],
+        "f32": None if np.isnan(f32) else f32,
+        "day": None if day is None else day.strftime("%Y-%m-%d"),
+    }
+    return {k: want[k] for k in ROW_COLUMNS}  # in the frame's column order
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same type; floats bit for bit (so -0.0 is not 0.0)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(ROW, min_size=1, max_size=30), batch=st.integers(1, 12))
+def test_records_read_back_exactly(rows, batch) -> None:
+    # as they come (floats mostly distinct: each formatted), and three times over (each
+    # distinct value formatted once, then repeated): the same documents either way
+    once = [d for part in records(_frame(rows, 1), "customer_id", rows=batch) for d in part]
+    assert [i for i, _ in once] == list(range(1, len(rows) + 1))
+    for (_, doc), row in zip(once, rows, strict=True):
+        assert _same(json.loads(doc), _expected(row)), doc
+    thrice = [d for part in records(_frame(rows * 3, 1), "customer_id", rows=batch) for d in part]
+    assert [d for _, d in thrice] == [d for _, d in once] * 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(ROW, min_size=1, max_size=10))
+def test_both_stores_serve_exactly_what_was_published(rows, redis_url, tmp_path_factory) -> None:
+    frame = _frame(rows, 100)
+    snap = Snapshot("2026-09", {"customer": frame}, {"churn": np.array([0.5])})
+    for store in (
+        SqliteStore(tmp_path_factory.mktemp("prop") / "features.sqlite"),
+        RedisStore(redis_url, namespace=f"prop{time.time_ns()}"),
+    ):
+        store.publish(snap)
+        got = store.get("customer", frame["customer_id"].tolist())
+        for n, row in enumerate(rows):
+            assert _same(got[100 + n], _expected(row))
+
+
+def test_a_large_month_reads_back_exactly() -> None:
+    """Several batches; float columns of distinct values (formatted batch by batch) and of
+    few (formatted once each), with gaps, beside the API's own kinds of column."""
+    rng = np.random.default_rng(1)
+    n = 120_000
+    distinct = rng.lognormal(3, 4, n).astype(np.float32)
+    distinct[rng.random(n) < 0.1] = np.nan
+    few = rng.choice([0.0, -0.0, 1.0, 2.5, 1e20, np.nan], n)
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(n) * 3 + 7,
+            "as_of": pd.Timestamp("2026-10-31"),
+            "aum_log": distinct,
+            "products_chg_3m": few,
+            "products_held": rng.integers(0, 9, n).astype(np.int8),
+            "tier": pd.Series(rng.choice(["mid", "high_end"], n), dtype="str"),
+        }
+    )
+    docs = [d for part in records(frame, "customer_id") for d in part]
+    assert [i for i, _ in docs] == frame["customer_id"].tolist()
+    got = pd.DataFrame([json.loads(d) for _, d in docs])
+    assert (got["as_of"] == "2026-10-31").all()
+    for col in ("aum_log", "products_chg_3m"):
+        want = frame[col].to_numpy(np.float64)
+        back = got[col].to_numpy(np.float64)  # None reads as NaN
+        gap = np.isnan(want)
+        assert np.array_equal(np.isnan(back), gap)
+        assert np.array_equal(back[~gap].view(np.int64), want[~gap].view(np.int64))  # -0.0 too
+    assert got["products_held"].tolist() == frame["products_held"].tolist()
+    assert got["tier"].tolist() == frame["tier"].tolist()

@@ -284,6 +284,22 @@ def score_month(
     return manifest
 
 
+def online_rows(
+    champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
+) -> pd.DataFrame:
+    """One entity's rows for the online store (one document each): the id, `as_of`, the
+    features the champions use and the row's context (branch, RM, segment, tier) from its
+    score `table`. The Spark engine builds the same rows in its tasks."""
+    key = "card_id" if entity == "card" else "customer_id"
+    used = sorted(
+        {f for c in champions.values() if c.spec.target.entity == entity for f in c.model.features}
+    )
+    context = ["customer_id", "branch_id", "rm_id", "segment", "tier"]
+    ctx = table[[key, *[c for c in context if c != key]]].set_index(key)
+    feats = features[[key, "as_of", *[f for f in used if f not in ctx.columns]]]
+    return feats.set_index(key).join(ctx, how="left").reset_index()
+
+
 def online_snapshot(
     as_of: str,
     champions: dict[str, Champion],
@@ -296,20 +312,6 @@ def online_snapshot(
     its context, and the month's score distributions (for percentiles)."""
     from bookpulse.serving.store import Snapshot
 
-    def rows(features: pd.DataFrame, table: pd.DataFrame, key: str, entity: str):
-        used = sorted(
-            {
-                f
-                for c in champions.values()
-                if c.spec.target.entity == entity
-                for f in c.model.features
-            }
-        )
-        context = ["customer_id", "branch_id", "rm_id", "segment", "tier"]
-        ctx = table[[key, *[c for c in context if c != key]]].set_index(key)
-        feats = features[[key, "as_of", *[f for f in used if f not in ctx.columns]]]
-        return feats.set_index(key).join(ctx, how="left").reset_index()
-
     dists = {
         prefix: table[f"{prefix}_probability"].dropna().to_numpy()
         for prefix, table in (("churn", cust), ("upgrade", cust), ("activation", card))
@@ -318,8 +320,8 @@ def online_snapshot(
     return Snapshot(
         as_of=as_of,
         rows={
-            "customer": rows(customers_f, cust, "customer_id", "customer"),
-            "card": rows(cards_f, card, "card_id", "card"),
+            "customer": online_rows(champions, "customer", customers_f, cust),
+            "card": online_rows(champions, "card", cards_f, card),
         },
         distributions=dists,
     )

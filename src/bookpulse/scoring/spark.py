@@ -7,16 +7,22 @@ them with `score_rows`: the very code the local engine runs. Percentiles need th
 each row's count of strictly lower scores comes from a distributed sort, and the pandas
 `add_ranks` turns counts into percentile and decile. Lists are built per RM with the same
 `action_list`. The score tables are written by Spark (a folder of Parquet parts each); the
-lists, small by construction, by the driver. Local[*] by default; a master URL for a cluster
-(the book's folder must then be readable by every executor, e.g. on shared or object storage).
+lists, small by construction, by the driver. With an online store, each task also builds its
+rows' feature documents (`online_rows` and `store.records`, as the local engine does); Spark
+writes them to Parquet beside `out` and the driver streams them into the store in batches.
+Local[*] by default; a master URL for a cluster (the book's folder must then be readable by
+every executor, e.g. on shared or object storage).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,10 +36,12 @@ from bookpulse.scoring.batch import (
     Timer,
     add_ranks,
     check_month,
+    online_rows,
     publish,
     score_rows,
 )
 from bookpulse.scoring.core import Champion, score_columns
+from bookpulse.serving.store import BATCH_ROWS, KEYS, Snapshot, records
 from bookpulse.specs import FeatureSpec, Playbook
 from bookpulse.training.fit import ScoringModel
 
@@ -98,9 +106,23 @@ def _models(champions: dict[str, Champion]) -> dict[str, tuple]:
     return {name: (c.spec, c.model.to_json(), c.version, c.run_id) for name, c in champions.items()}
 
 
-def _partition_scorer(book: str, as_of: str, k: int, models: dict, catalogs: dict):
+def _docs(
+    champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
+) -> list[str]:
+    """The online-store document of each row of the score `table`, as the local engine makes
+    it."""
+    key = KEYS[entity]
+    rows = online_rows(champions, entity, features, table)
+    made = dict(pair for batch in records(rows, key) for pair in batch)
+    return [made[i] for i in table[key].tolist()]
+
+
+def _partition_scorer(
+    book: str, as_of: str, k: int, models: dict, catalogs: dict, docs: bool = False
+):
     """The function each task runs on its partition numbers: features and scores of the
-    customers whose id mod k is one of them, as rows of the union schema."""
+    customers whose id mod k is one of them, as rows of the union schema (with each row's
+    online-store document in `doc` if `docs`)."""
 
     def run(batches):
         from bookpulse.features import build_features, read_frames
@@ -120,6 +142,9 @@ def _partition_scorer(book: str, as_of: str, k: int, models: dict, catalogs: dic
                 customers = customers.loc[customers["customer_id"].isin(own)]
                 cards = cards.loc[cards["customer_id"].isin(own)]
                 cust, card = score_rows(champs, catalogs, customers, cards, static)
+                if docs:
+                    cust["doc"] = _docs(champs, "customer", customers, cust)
+                    card["doc"] = _docs(champs, "card", cards, card)
                 yield _plain(
                     pd.concat(
                         [cust.assign(entity="customer"), card.assign(entity="card")],
@@ -172,8 +197,11 @@ def score_month_spark(
     out: Path,
     master: str = "local[*]",
     partitions: int | None = None,
+    online=None,
 ) -> dict:
-    """Score month `as_of` on Spark and publish it at `out`, like `batch.score_month`."""
+    """Score month `as_of` on Spark and publish it at `out`, like `batch.score_month`; with
+    `online` (an online store), the month's feature documents and distributions go there
+    too, the same as the local engine's."""
     from pyspark.sql import functions as F
 
     t = Timer()
@@ -190,9 +218,11 @@ def score_month_spark(
     )
     cust_cols, card_cols = _columns(champions)
     union = list(dict.fromkeys([*cust_cols, *card_cols, "entity"]))
+    if online is not None:
+        union.append("doc")
     parts = spark.createDataFrame(pd.DataFrame({"part": range(k)})).repartition(k, "part")
     rows = parts.mapInPandas(
-        _partition_scorer(str(book), as_of, k, _models(champions), catalogs),
+        _partition_scorer(str(book), as_of, k, _models(champions), catalogs, online is not None),
         schema=_schema(union),
     ).persist()
     cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
@@ -217,7 +247,7 @@ def score_month_spark(
         return write
 
     try:
-        return publish(
+        manifest = publish(
             out,
             as_of,
             book,
@@ -233,10 +263,55 @@ def score_month_spark(
             t,
             started,
         )
+        if online is not None:
+            _publish_online(online, rows, as_of, Path(out), cust_prefixes, card_prefixes)
+        return manifest
     finally:
         rows.unpersist()
         cust.unpersist()
         card.unpersist()
+
+
+@dataclass(frozen=True)
+class _ParquetDocs:
+    """(id, doc) batches read from the Parquet parts Spark wrote: streamed, never all in
+    memory (re-readable, so a snapshot can be published more than once)."""
+
+    path: Path
+
+    def __iter__(self):
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        schema = pa.schema([("id", pa.int64()), ("doc", pa.string())])
+        data = ds.dataset(self.path, format="parquet", schema=schema)
+        for b in data.to_batches(batch_size=BATCH_ROWS):
+            yield list(zip(b.column("id").to_pylist(), b.column("doc").to_pylist(), strict=True))
+
+
+def _publish_online(
+    online, rows, as_of: str, out: Path, cust_prefixes: list[str], card_prefixes: list[str]
+) -> None:
+    """The month's documents (written by Spark to a folder beside `out`, streamed from there)
+    and distributions (the probabilities, gathered to the driver) into the online store."""
+    from pyspark.sql import functions as F
+
+    staging = out.parent / f".{out.name}.online-{uuid.uuid4().hex[:8]}"
+    try:
+        docs = {}
+        for entity, key in KEYS.items():
+            mine = rows.where(F.col("entity") == entity).select(F.col(key).alias("id"), "doc")
+            mine.write.mode("error").parquet(str(staging / entity))
+            docs[entity] = _ParquetDocs(staging / entity)
+        dists = {}
+        for entity, prefixes in (("customer", cust_prefixes), ("card", card_prefixes)):
+            for prefix in prefixes:
+                col = f"{prefix}_probability"
+                scored = rows.where((F.col("entity") == entity) & F.col(col).isNotNull())
+                dists[prefix] = scored.select(col).toPandas()[col].to_numpy()
+        online.publish(Snapshot(as_of=as_of, rows=docs, distributions=dists))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _lists(cust, card, rms, branches, playbook: Playbook) -> dict[str, pd.DataFrame]:

@@ -6,6 +6,11 @@ $BOOKPULSE_HOME, no server) and `RedisStore` (for many API replicas). A month is
 whole: the SQLite file is written beside the live one and renamed over it; Redis keys are
 written under the month's own prefix and a pointer is switched in one command. Readers see
 the old month or the new one, never a mix.
+
+Both write the same documents, one JSON text per row, built by `records` column by column in
+Arrow (a million customers in seconds); every number reads back bit for bit, so the API
+scores a stored customer exactly as the batch did. The Spark engine runs `records` in its
+tasks and hands the store the finished documents.
 """
 
 from __future__ import annotations
@@ -15,14 +20,22 @@ import math
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api import types as pdt
 
 ENTITIES = ("customer", "card")
+KEYS = {"customer": "customer_id", "card": "card_id"}
+BATCH_ROWS = 50_000  # docs built and written per batch: bounded memory at any book size
+MAX_PAIRED = 4_096  # see `_paired`
+Docs = Iterable[list[tuple[int, str]]]  # batches of (id, JSON document)
 
 
 @dataclass(frozen=True)
@@ -30,8 +43,15 @@ class Snapshot:
     """One month's content for the store."""
 
     as_of: str
-    rows: dict[str, pd.DataFrame]  # entity -> id column, context columns and features
+    # entity -> id column, context columns and features (one document per row), or the
+    # documents already built (`records` run elsewhere, e.g. in Spark tasks)
+    rows: dict[str, pd.DataFrame | Docs]
     distributions: dict[str, np.ndarray]  # target prefix -> the month's probabilities
+
+    def docs(self, entity: str) -> Docs:
+        """The entity's documents, in batches."""
+        rows = self.rows[entity]
+        return records(rows, KEYS[entity]) if isinstance(rows, pd.DataFrame) else rows
 
 
 class OnlineStore(Protocol):
@@ -41,31 +61,140 @@ class OnlineStore(Protocol):
     def as_of(self) -> str | None: ...
 
 
-def _records(frame: pd.DataFrame, key: str) -> list[tuple[int, str]]:
-    """(id, JSON) per row: numbers as float (NaN as null), categories as text."""
-    cols = [c for c in frame.columns if c != key]
-    out = []
-    values = {
-        c: frame[c].astype(object).where(frame[c].notna(), None).to_numpy(object) for c in cols
-    }
-    for i, ident in enumerate(frame[key].to_numpy()):
-        rec = {}
-        for c in cols:
-            v = values[c][i]
-            if isinstance(v, float | np.floating):
-                v = None if math.isnan(v) else float(v)
-            elif isinstance(v, np.integer):
-                v = int(v)
-            elif isinstance(v, pd.Timestamp):
-                v = v.strftime("%Y-%m-%d")
-            elif v is not None and not isinstance(v, str | int | bool):
-                v = str(v)
-            rec[c] = v
-        out.append((int(ident), json.dumps(rec, separators=(",", ":"))))
+def _text(v) -> str:
+    """One value as JSON: NaN and missing as null, numbers as numbers, a date as YYYY-MM-DD,
+    anything else as text."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return "null"
+    if isinstance(v, float | np.floating):
+        v = float(v)
+        return repr(v) if math.isfinite(v) else "null" if math.isnan(v) else json.dumps(v)
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, pd.Timestamp):
+        return json.dumps(v.strftime("%Y-%m-%d"))
+    return json.dumps(v if isinstance(v, str) else str(v))
+
+
+def _float_texts(v: np.ndarray) -> pa.Array:
+    """float64 values as JSON numbers that read back bit for bit: Arrow's shortest text that
+    round-trips, with ".0" after whole numbers (Arrow writes 2.0 as "2", -0.0 as "-0"), NaN
+    as null and infinities as Python's json writes them."""
+    texts = pc.cast(pa.array(v, pa.float64()), pa.string())
+    with np.errstate(invalid="ignore"):
+        whole = v == np.floor(v)
+    finite = np.isfinite(v)
+    whole &= finite
+    if whole.any():
+        w = pc.filter(texts, pa.array(whole))
+        w = pc.if_else(pc.match_substring(w, "e"), w, pc.binary_join_element_wise(w, ".0", ""))
+        texts = pc.replace_with_mask(texts, pa.array(whole), w)
+    if not finite.all():
+        nan = np.isnan(v)
+        texts = pc.if_else(pa.array(nan), "null", texts)
+        inf = ~finite & ~nan
+        if inf.any():
+            texts = pc.replace_with_mask(
+                texts, pa.array(inf), pa.array([_text(x) for x in v[inf]], pa.string())
+            )
+    return texts
+
+
+class _Coded(NamedTuple):
+    """A column as codes into the JSON texts of its distinct values, each text preceded by
+    the column's `,"name":` (and "null" last)."""
+
+    codes: np.ndarray
+    texts: pa.Array
+
+
+class _Floats(NamedTuple):
+    """A float column of mostly distinct values: formatted batch by batch."""
+
+    values: np.ndarray  # float64 (a float32 widened exactly)
+    head: str  # `,"name":`
+
+
+def _distinct(v: np.ndarray) -> bool:
+    """Whether most of a column's values differ (judged on its first rows): then formatting
+    them all beats finding the distinct ones first."""
+    head = v[:10_000]
+    return len(pd.unique(head)) > len(head) // 2
+
+
+def _column(s: pd.Series, head: str) -> _Coded | _Floats:
+    """A column made ready for `records` (`head` is its `,"name":`)."""
+    dtype = s.dtype
+    if pdt.is_float_dtype(dtype):
+        v = s.to_numpy(np.float64, na_value=np.nan)
+        bits = v.view(np.int64)  # -0.0 is not 0.0; a NaN is NaN
+        if _distinct(bits):
+            return _Floats(v, head)
+        codes, uniq = pd.factorize(bits)
+        texts = _float_texts(uniq.view(np.float64))
+    elif isinstance(dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy()
+        texts = pa.array([_text(x) for x in s.cat.categories], pa.string())
+    elif pdt.is_integer_dtype(dtype) and not pdt.is_bool_dtype(dtype):
+        codes, uniq = pd.factorize(s)
+        texts = pc.cast(pa.array(np.asarray(uniq)), pa.string())
+    elif pdt.is_object_dtype(dtype) and pdt.infer_dtype(s, skipna=True) != "string":
+        codes = np.arange(len(s))  # mixed Python objects: one by one (1 and True hash alike)
+        texts = pa.array([_text(x) for x in s.to_numpy(object)], pa.string())
+    else:  # text, booleans, dates
+        codes, uniq = pd.factorize(s)
+        texts = pa.array([_text(x) for x in uniq], pa.string())
+    texts = pa.concat_arrays([texts, pa.array(["null"])])
+    texts = pc.binary_replace_slice(texts, 0, 0, head)
+    codes = np.asarray(codes, np.intp)
+    return _Coded(np.where(codes < 0, len(texts) - 1, codes), texts)
+
+
+def _paired(ready: list[_Coded | _Floats]) -> list[_Coded | _Floats]:
+    """Neighbouring coded columns made one (a text for every pair of their texts) while
+    that is at most MAX_PAIRED texts: fewer, longer pieces to join per document."""
+    out: list[_Coded | _Floats] = []
+    for r in ready:
+        last = out[-1] if out else None
+        if isinstance(r, _Coded) and isinstance(last, _Coded):
+            na, nb = len(last.texts), len(r.texts)
+            if na * nb <= MAX_PAIRED:
+                every = np.arange(na * nb)
+                texts = pc.binary_join_element_wise(
+                    last.texts.take(every // nb), r.texts.take(every % nb), ""
+                )
+                out[-1] = _Coded(last.codes * nb + r.codes, texts)
+                continue
+        out.append(r)
     return out
 
 
-KEYS = {"customer": "customer_id", "card": "card_id"}
+def records(
+    frame: pd.DataFrame, key: str, rows: int = BATCH_ROWS
+) -> Iterator[list[tuple[int, str]]]:
+    """(id, JSON document) for each row of `frame`, in batches of `rows`: numbers as JSON
+    numbers that read back bit for bit (float32 as the float64 it widens to), NaN and missing
+    as null, dates as "YYYY-MM-DD", categories and text as text.
+
+    Built column by column in Arrow (each distinct value formatted once), not row by row:
+    a month of a million customers takes seconds, not minutes."""
+    cols = [c for c in frame.columns if c != key]
+    heads = [("{" if i == 0 else ",") + json.dumps(c) + ":" for i, c in enumerate(cols)]
+    ready = _paired([_column(frame[c], h) for c, h in zip(cols, heads, strict=True)])
+    ids = frame[key].to_numpy()
+    for start in range(0, len(frame), rows):
+        stop = min(start + rows, len(frame))
+        parts = [
+            pc.binary_replace_slice(_float_texts(r.values[start:stop]), 0, 0, r.head)
+            if isinstance(r, _Floats)
+            else r.texts.take(pa.array(r.codes[start:stop]))
+            for r in ready
+        ]
+        n = stop - start
+        docs = pc.binary_join_element_wise(*parts, "}", "").to_pylist() if parts else ["{}"] * n
+        yield list(zip(ids[start:stop].tolist(), docs, strict=True))
 
 
 class SqliteStore:
@@ -94,6 +223,11 @@ class SqliteStore:
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             conn = sqlite3.connect(tmp)
+            # a private file until it is complete: no journal, one fsync at the end; pages
+            # that hold several documents of ~1.5 KB each (written in half the time)
+            conn.execute("PRAGMA page_size = 16384")
+            conn.execute("PRAGMA journal_mode = OFF")
+            conn.execute("PRAGMA synchronous = OFF")
             with conn:
                 conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
                 conn.execute("INSERT INTO meta VALUES ('as_of', ?)", (snapshot.as_of,))
@@ -101,12 +235,16 @@ class SqliteStore:
                 for prefix, probs in snapshot.distributions.items():
                     blob = np.sort(np.asarray(probs, dtype=np.float64)).tobytes()
                     conn.execute("INSERT INTO dist VALUES (?, ?)", (prefix, blob))
-                for entity, frame in snapshot.rows.items():
+                for entity in snapshot.rows:
                     conn.execute(f"CREATE TABLE {entity} (id INTEGER PRIMARY KEY, doc TEXT)")
-                    conn.executemany(
-                        f"INSERT INTO {entity} VALUES (?, ?)", _records(frame, KEYS[entity])
-                    )
+                    for batch in snapshot.docs(entity):
+                        conn.executemany(f"INSERT INTO {entity} VALUES (?, ?)", batch)
             conn.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -152,12 +290,12 @@ class RedisStore:
     def publish(self, snapshot: Snapshot) -> None:
         version = f"{snapshot.as_of}-{uuid.uuid4().hex[:8]}"
         prefix = f"{self.ns}:{version}"
+        for entity in snapshot.rows:
+            for batch in snapshot.docs(entity):
+                for s in range(0, len(batch), 10_000):
+                    part = batch[s : s + 10_000]
+                    self.client.mset({f"{prefix}:{entity}:{i}": doc for i, doc in part})
         pipe = self.client.pipeline(transaction=False)
-        for entity, frame in snapshot.rows.items():
-            for n, (ident, doc) in enumerate(_records(frame, KEYS[entity]), 1):
-                pipe.set(f"{prefix}:{entity}:{ident}", doc)
-                if n % 10_000 == 0:
-                    pipe.execute()
         for p, probs in snapshot.distributions.items():
             pipe.set(f"{prefix}:dist:{p}", np.sort(np.asarray(probs, np.float64)).tobytes())
         pipe.set(f"{prefix}:as_of", snapshot.as_of)
