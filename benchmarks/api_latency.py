@@ -33,7 +33,7 @@ import numpy as np
 
 KEY = "bench-key-0123456789"
 P99_MS = 25.0
-STEPS = (5, 10, 20, 50, 100, 200, 300, 400)
+STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)
 P99_LOOSE_MS = 100.0
 
 
@@ -285,6 +285,9 @@ def main() -> None:
     parser.add_argument("--bodies")
     parser.add_argument("--headers", default="{}")
     parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument(
+        "--only", choices=("bookpulse", "mlflow"), help="measure one server (default: both)"
+    )
     args = parser.parse_args()
     if args.client:
         _client(args)
@@ -306,6 +309,8 @@ def main() -> None:
         ),
         ("mlflow models serve", _mlflow, "/invocations", work / "payloads.json", {}),
     ):
+        if args.only and args.only not in name:
+            continue
         port = _free_port()
         proc = start(home, port)
         try:
@@ -328,6 +333,8 @@ def main() -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    if len(results) < 2:
+        return
     a, b = (results[k]["max_rate"] for k in results)
     for bound in (P99_MS, P99_LOOSE_MS):
         ratio = a[bound] / b[bound] if b[bound] else float("inf")
