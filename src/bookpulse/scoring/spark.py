@@ -7,9 +7,10 @@ them with `score_rows`: the very code the local engine runs. Percentiles need th
 each row's count of strictly lower scores comes from a distributed sort, and the pandas
 `add_ranks` turns counts into percentile and decile. Lists are built per RM with the same
 `action_list`. The score tables are written by Spark (a folder of Parquet parts each); the
-lists, small by construction, by the driver. With an online store, each task also builds its
-rows' feature documents (`online_rows` and `store.records`, as the local engine does); Spark
-writes them to Parquet beside `out` and the driver streams them into the store in batches.
+lists, small by construction, by the driver. The tasks' rows are staged as Parquet beside
+`out` (removed at the end), not cached. With an online store, each task also builds its rows'
+feature documents (`online_rows` and `store.records`, as the local engine does), staged with
+them; the driver streams them from there into the store in batches.
 Local[*] by default; a master URL for a cluster (the book's folder must then be readable by
 every executor, e.g. on shared or object storage).
 """
@@ -108,13 +109,14 @@ def _models(champions: dict[str, Champion]) -> dict[str, tuple]:
 
 def _docs(
     champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
-) -> list[str]:
+) -> pd.Series:
     """The online-store document of each row of the score `table`, as the local engine makes
-    it."""
+    it (plain Python strings: an Arrow-backed column would be one more copy of them all)."""
     key = KEYS[entity]
     rows = online_rows(champions, entity, features, table)
-    made = dict(pair for batch in records(rows, key) for pair in batch)
-    return [made[i] for i in table[key].tolist()]
+    made = [pair for batch in records(rows, key) for pair in batch]
+    docs = pd.Series([d for _, d in made], index=[i for i, _ in made], dtype=object)
+    return pd.Series(docs.reindex(table[key]).to_numpy(), index=table.index, dtype=object)
 
 
 def _partition_scorer(
@@ -221,32 +223,41 @@ def score_month_spark(
     if online is not None:
         union.append("doc")
     parts = spark.createDataFrame(pd.DataFrame({"part": range(k)})).repartition(k, "part")
-    rows = parts.mapInPandas(
+    scored = parts.mapInPandas(
         _partition_scorer(str(book), as_of, k, _models(champions), catalogs, online is not None),
         schema=_schema(union),
-    ).persist()
-    cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
-    card = rows.where(F.col("entity") == "card").select(*card_cols)
-    cust_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "customer"]
-    card_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "card"]
-    cust, cust_cols = _ranked(spark, cust, "customer_id", cust_prefixes, cust_cols)
-    card, card_cols = _ranked(spark, card, "card_id", card_prefixes, card_cols)
-    cust, card = cust.persist(), card.persist()
-    n_cust, n_card = cust.count(), card.count()
-    t0 = t.lap("scoring", t0)
-    rms = io.read_static(book, "rms")
-    branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
-    lists = _lists(cust, card, rms, branches, playbook)
-    t0 = t.lap("lists", t0)
-
-    def writer(df, count: int):
-        def write(path: Path) -> int:
-            df.write.mode("error").parquet(str(path))
-            return count
-
-        return write
-
+    )
+    # the tasks' rows go to Parquet beside `out` (by entity), not into Spark's cache: the
+    # documents alone are ~1.5 KB a row, and the scores are read back without them
+    out = Path(out)
+    staging = out.parent / f".{out.name}.spark-{uuid.uuid4().hex[:8]}"
+    cust = card = None
     try:
+        scored.write.partitionBy("entity").parquet(str(staging / "rows"))
+        rows = spark.read.parquet(str(staging / "rows"))
+        cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
+        card = rows.where(F.col("entity") == "card").select(*card_cols)
+        cust_prefixes = [
+            PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "customer"
+        ]
+        card_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "card"]
+        cust, cust_cols = _ranked(spark, cust, "customer_id", cust_prefixes, cust_cols)
+        card, card_cols = _ranked(spark, card, "card_id", card_prefixes, card_cols)
+        cust, card = cust.persist(), card.persist()
+        n_cust, n_card = cust.count(), card.count()
+        t0 = t.lap("scoring", t0)
+        rms = io.read_static(book, "rms")
+        branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
+        lists = _lists(cust, card, rms, branches, playbook)
+        t0 = t.lap("lists", t0)
+
+        def writer(df, count: int):
+            def write(path: Path) -> int:
+                df.write.mode("error").parquet(str(path))
+                return count
+
+            return write
+
         manifest = publish(
             out,
             as_of,
@@ -264,54 +275,49 @@ def score_month_spark(
             started,
         )
         if online is not None:
-            _publish_online(online, rows, as_of, Path(out), cust_prefixes, card_prefixes)
+            prefixes = {"customer": cust_prefixes, "card": card_prefixes}
+            online.publish(_online_snapshot(as_of, rows, staging / "rows", prefixes))
         return manifest
     finally:
-        rows.unpersist()
-        cust.unpersist()
-        card.unpersist()
+        for df in (cust, card):
+            if df is not None:
+                df.unpersist()
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass(frozen=True)
 class _ParquetDocs:
-    """(id, doc) batches read from the Parquet parts Spark wrote: streamed, never all in
-    memory (re-readable, so a snapshot can be published more than once)."""
+    """(id, doc) batches read from the Parquet parts Spark wrote for one entity: streamed,
+    never all in memory (and re-readable, so a snapshot can be published more than once)."""
 
     path: Path
+    key: str
 
     def __iter__(self):
-        import pyarrow as pa
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
-        schema = pa.schema([("id", pa.int64()), ("doc", pa.string())])
-        data = ds.dataset(self.path, format="parquet", schema=schema)
-        for b in data.to_batches(batch_size=BATCH_ROWS):
-            yield list(zip(b.column("id").to_pylist(), b.column("doc").to_pylist(), strict=True))
+        if not self.path.is_dir():  # no rows of this entity: Spark made no folder
+            return
+        for part in sorted(self.path.glob("[!._]*.parquet")):
+            # file by file, a row group at a time (a dataset scan reads well ahead: GiBs)
+            batches = pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=[self.key, "doc"])
+            for b in batches:
+                yield list(zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True))
 
 
-def _publish_online(
-    online, rows, as_of: str, out: Path, cust_prefixes: list[str], card_prefixes: list[str]
-) -> None:
-    """The month's documents (written by Spark to a folder beside `out`, streamed from there)
-    and distributions (the probabilities, gathered to the driver) into the online store."""
+def _online_snapshot(as_of: str, rows, staged: Path, prefixes: dict[str, list[str]]) -> Snapshot:
+    """The month for the online store: the documents the tasks built (streamed from the
+    staged Parquet) and the distributions (the probabilities, gathered to the driver)."""
     from pyspark.sql import functions as F
 
-    staging = out.parent / f".{out.name}.online-{uuid.uuid4().hex[:8]}"
-    try:
-        docs = {}
-        for entity, key in KEYS.items():
-            mine = rows.where(F.col("entity") == entity).select(F.col(key).alias("id"), "doc")
-            mine.write.mode("error").parquet(str(staging / entity))
-            docs[entity] = _ParquetDocs(staging / entity)
-        dists = {}
-        for entity, prefixes in (("customer", cust_prefixes), ("card", card_prefixes)):
-            for prefix in prefixes:
-                col = f"{prefix}_probability"
-                scored = rows.where((F.col("entity") == entity) & F.col(col).isNotNull())
-                dists[prefix] = scored.select(col).toPandas()[col].to_numpy()
-        online.publish(Snapshot(as_of=as_of, rows=docs, distributions=dists))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    dists = {}
+    for entity, entity_prefixes in prefixes.items():
+        for prefix in entity_prefixes:
+            col = f"{prefix}_probability"
+            mine = rows.where((F.col("entity") == entity) & F.col(col).isNotNull())
+            dists[prefix] = mine.select(col).toPandas()[col].to_numpy()
+    docs = {e: _ParquetDocs(staged / f"entity={e}", key) for e, key in KEYS.items()}
+    return Snapshot(as_of=as_of, rows=docs, distributions=dists)
 
 
 def _lists(cust, card, rms, branches, playbook: Playbook) -> dict[str, pd.DataFrame]:
