@@ -853,6 +853,7 @@ def monitor(
     settings = _settings()
     book = book or settings.book_dir
     _quiet_mlflow()
+    month = as_of or "the latest month"
     try:
         month = _month(as_of) or read_meta(book)["months"][-1]
         with console.status(f"monitoring {month}"):
@@ -861,6 +862,8 @@ def monitor(
     except (BookError, ScoringError, NoChampion, SpecError, MonitorError,
             *_service_errors()) as exc:
         raise _fail(str(exc)) from None
+    except (OSError, KeyError, ValueError) as exc:  # unreadable files, a damaged reference
+        raise _fail(f"monitoring {month} failed: {type(exc).__name__}: {exc}") from None
     _print_monitor(report, drifts)
 
 
@@ -906,14 +909,19 @@ def review(
     settings = _settings()
     book = book or settings.book_dir
     _quiet_mlflow()
+    month = _month(scored)
     try:
-        month = _month(scored)
         with console.status(f"reviewing {month}"):
             report, results, skipped = review_report(
                 settings.home, book, month, load_model_specs(), load_playbook(), scores
             )
     except (BookError, SpecError, MonitorError, *_service_errors()) as exc:
         raise _fail(str(exc)) from None
+    except (OSError, KeyError, ValueError) as exc:  # missing or damaged score files
+        raise _fail(
+            f"reviewing {month} failed: {type(exc).__name__}: {exc} (re-score the month with "
+            f"`bookpulse score --as-of {month}`)"
+        ) from None
     _print_review(report, results, skipped)
 
 

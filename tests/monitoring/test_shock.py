@@ -165,6 +165,20 @@ def test_the_cli_writes_reports_and_logs_them(home, books, reviews, monkeypatch)
     assert f"review-{CHURN_MONTH}.html" in names
 
 
+def test_a_folder_of_another_month_is_refused(home, books, reviews):
+    scores = home / "scores-calm" / CHURN_MONTH
+    with pytest.raises(MonitorError, match=f"holds the scores of {CHURN_MONTH}, not 2026-06"):
+        review(home, books["calm"], "2026-06", load_model_specs(), load_playbook(), out=scores)
+
+
+def test_tier_upgrade_is_monitored_on_the_customers_it_scores(drifts, books):
+    from bookpulse.features import build_features, read_frames
+
+    customers, _ = build_features(read_frames(books["calm"], MONITORED), MONITORED)
+    below_top = int((customers["tier"] != "private").sum())
+    assert drifts["calm"]["tier_upgrade"].rows == below_top < len(customers)
+
+
 def test_a_month_not_scored_or_in_sample_is_refused(home, books, reviews):
     with pytest.raises(MonitorError, match="bookpulse score --as-of 2026-08"):
         review(home, books["calm"], "2026-08", load_model_specs(), load_playbook())

@@ -8,8 +8,8 @@ score and of every feature it reads (numbers on the reference deciles plus a mis
 categories by level plus a missing bin), and its features ranked by gain. The monitor bins a
 month's rows the same way and compares:
 
-- PSI (population stability index) of the score and of each feature, with the conventional
-  bands: below 0.10 stable, 0.10 to 0.25 watch, 0.25 and above act;
+- PSI (population stability index) of the score and of each feature's present values, with
+  the conventional bands: below 0.10 stable, 0.10 to 0.25 watch, 0.25 and above act;
 - the missing rate of each feature (a feed that broke shows here first);
 - the share of each category level (the mix of cards by channel, customers by segment);
 - the number of rows against the reference's average month (a bulk issuance campaign shows
@@ -84,6 +84,17 @@ def _shares(entry: dict, values) -> np.ndarray:
     return _numeric_shares(np.asarray(values, float), np.asarray(entry["cuts"]))
 
 
+def _psi(expected: np.ndarray, actual: np.ndarray, n_ref: int) -> float:
+    """PSI of the present values (the missing bin is judged by the missing-rate rule), each
+    side renormalised; a bin empty in the reference counts as half a row of it, not as 1e-6
+    (an unseen level at 2% would otherwise read as a large shift)."""
+    e, a = np.asarray(expected[:-1], float), np.asarray(actual[:-1], float)
+    if e.sum() <= 0 or a.sum() <= 0:
+        return 0.0
+    floor = 0.5 / max(n_ref * e.sum(), 1)
+    return psi_from_shares(np.clip(e / e.sum(), floor, None), np.clip(a / a.sum(), floor, None))
+
+
 def _entry(values, levels: list[str] | None, month: np.ndarray) -> dict:
     """One quantity's reference: its bins and shares, and how far the reference's own months
     moved from the whole (the book's usual month-to-month movement: lumpy bulk issuance,
@@ -96,7 +107,7 @@ def _entry(values, levels: list[str] | None, month: np.ndarray) -> dict:
     usual_psi, usual_missing = 0.0, 0.0
     for m in np.unique(month):
         part = _shares(entry, values[month == m])
-        usual_psi = max(usual_psi, psi_from_shares(overall, part))
+        usual_psi = max(usual_psi, _psi(overall, part, len(values)))
         usual_missing = max(usual_missing, abs(float(part[-1] - overall[-1])))
     return {
         **entry,
@@ -191,9 +202,12 @@ def _judge(entry: dict, values, n: int, n_ref: int) -> dict:
     """PSI, its threshold and verdict, and the missing rate's move, for one quantity."""
     expected = np.asarray(entry["shares"], float)
     actual = _shares(entry, values)
-    used = int(np.count_nonzero((expected > 0) | (actual > 0)))
-    value = psi_from_shares(expected, actual)
-    threshold = max(psi_bound(used, n_ref, n), float(entry["usual_psi"]))
+    present = (expected[:-1] > 0) | (actual[:-1] > 0)
+    n_present = round(n * (1 - actual[-1]))
+    n_ref_present = round(n_ref * (1 - expected[-1]))
+    value = _psi(expected, actual, n_ref)
+    bound = psi_bound(int(present.sum()), n_ref_present, n_present)
+    threshold = max(bound, float(entry["usual_psi"]))
     miss_ref, miss_now = float(expected[-1]), float(actual[-1])
     mix = ""
     if entry["kind"] == "category":
@@ -212,6 +226,20 @@ def _judge(entry: dict, values, n: int, n_ref: int) -> dict:
         "largest_mix_change": mix,
         "shares": (expected.tolist(), actual.tolist()),
     }
+
+
+COLUMNS = [
+    "feature",
+    "gain_rank",
+    "top",
+    "psi",
+    "psi_threshold",
+    "psi_verdict",
+    "missing_reference",
+    "missing_now",
+    "missing_verdict",
+    "largest_mix_change",
+]
 
 
 def compare(
@@ -241,7 +269,7 @@ def compare(
         judged = _judge(entry, values, n, n_ref)
         del judged["shares"]
         rows.append({"feature": f, "gain_rank": rank, "top": rank <= top, **judged})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=COLUMNS)
     reasons = []
     if volume != "stable":
         reasons.append(

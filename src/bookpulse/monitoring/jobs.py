@@ -21,7 +21,13 @@ from bookpulse.labels import labelled_months, labels_for_month
 from bookpulse.monitoring.drift import Drift, compare, worst
 from bookpulse.monitoring.report import monitor_html, review_html
 from bookpulse.monitoring.review import OUTCOME, Realised, list_outcomes, list_totals, realised
-from bookpulse.scoring.batch import PREFIX, check_month, default_out, read_scores
+from bookpulse.scoring.batch import (
+    PREFIX,
+    check_month,
+    default_out,
+    read_scores,
+    scored_population,
+)
 from bookpulse.scoring.core import Champion
 from bookpulse.specs import ModelSpec, Playbook, load_feature_catalog
 from bookpulse.training import tracking
@@ -89,7 +95,9 @@ def monitor(
     customers, cards = build_features(read_frames(book, as_of), as_of)
     drifts = {}
     for name, champ in champions.items():
-        frame = customers if champ.spec.target.entity == "customer" else cards
+        frame = scored_population(
+            name, customers if champ.spec.target.entity == "customer" else cards
+        )
         scores = champ.model.predict(frame) if len(frame) else np.array([])
         drifts[name] = compare(name, references[name], frame, scores, skip=skip)
     return drifts, references
@@ -127,13 +135,22 @@ def review(
             f"{scored} has not been scored at {out}: run `bookpulse score --as-of {scored}` "
             "first (the review reads what was actually scored then)"
         )
-    manifest = json.loads((out / "manifest.json").read_text())
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        if io.month_key(str(manifest["as_of"])) != scored:
+            raise MonitorError(
+                f"{out} holds the scores of {manifest['as_of']}, not {scored}: point --scores "
+                f"at the folder of {scored}"
+            )
+        used_models = dict(manifest["models"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MonitorError(f"{out / 'manifest.json'} is not a scoring manifest ({exc})") from None
     months = io.read_meta(book)["months"]
     client = MlflowClient()
     results: dict[str, Realised] = {}
     outcomes: dict[str, pd.DataFrame] = {}
     skipped: dict[str, str] = {}
-    for name, used in manifest["models"].items():
+    for name, used in used_models.items():
         spec = specs.get(name)
         if spec is None:
             skipped[name] = "no model spec of that name any more"
@@ -150,7 +167,13 @@ def review(
         except MlflowException:
             skipped[name] = f"run {used['run_id']} of version {used['version']} is not in MLflow"
             continue
-        if first and scored < first:
+        if not first:
+            skipped[name] = (
+                f"run {used['run_id']} logged no test window: the month cannot be shown to be "
+                "out of time for it"
+            )
+            continue
+        if scored < first:
             skipped[name] = (
                 f"version {used['version']} was fitted, calibrated or embargoed on months "
                 f"before {first}: a review of {scored} would be in-sample"
@@ -176,7 +199,10 @@ def review(
     lists = {}
     for list_name, action_list in playbook.lists.items():
         path = out / "lists" / f"{list_name}.parquet"
-        if action_list.model not in outcomes or not path.is_file():
+        if action_list.model not in outcomes:
+            continue  # its model was not reviewed (said above)
+        if not path.is_file():
+            skipped[f"list {list_name}"] = f"{path} is missing"
             continue
         listed = pd.read_parquet(path)
         key = "card_id" if action_list.model == "card_activation" else "customer_id"

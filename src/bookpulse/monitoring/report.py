@@ -40,8 +40,17 @@ def _badge(verdict: str, colours: dict[str, str]) -> str:
     return f'<span class="badge" style="background:{colour}">{html.escape(verdict)}</span>'
 
 
+def _pct(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.1%}"
+
+
 def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    return df.to_html(index=False, float_format=lambda v: floats.format(v), border=0, na_rep="")
+    return df.to_html(
+        index=False,
+        float_format=lambda v: "-" if not np.isfinite(v) else floats.format(v),
+        border=0,
+        na_rep="-",
+    )
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -184,8 +193,9 @@ def review_html(
         body.append(f"<h2>list: {html.escape(list_name)}</h2>")
         body.append(
             f"<p>{totals['listed']:,} listed, {totals[f'listed_{outcome}']:,} {outcome} "
-            f"({totals['listed_rate']:.1%}); of the same RMs' {totals['not_listed']:,} others, "
-            f"{totals[f'not_listed_{outcome}']:,} {outcome} ({totals['not_listed_rate']:.1%}).</p>"
+            f"({_pct(totals['listed_rate'])}); of the same RMs' {totals['not_listed']:,} "
+            f"others, {totals[f'not_listed_{outcome}']:,} {outcome} "
+            f"({_pct(totals['not_listed_rate'])}).</p>"
         )
         body.append(_table(table, "{:.3f}"))
     return _page(f"bookpulse review: scored {scored}", body)

@@ -100,7 +100,7 @@ def score_rows(
     for name in ("churn", "tier_upgrade"):
         if name not in champions:
             continue
-        frame = customers if name == "churn" else customers.loc[customers["tier"] != "private"]
+        frame = scored_population(name, customers)
         scores = _score_chunked(champions[name], frame, catalogs["customer"], progress)
         cust = cust.join(_prefixed(scores, "customer_id", PREFIX[name]), how="left")
     cust = cust.reset_index()
@@ -114,6 +114,14 @@ def score_rows(
         scores = _score_chunked(champions["card_activation"], cards, catalogs["card"], progress)
         card = card.join(_prefixed(scores, "card_id", PREFIX["card_activation"]), how="left")
     return cust, card.reset_index()
+
+
+def scored_population(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a model scores: every row, but for tier upgrade the customers below the top
+    tier (a private customer has no higher tier to reach)."""
+    if name == "tier_upgrade":
+        return frame.loc[frame["tier"] != "private"]
+    return frame
 
 
 def add_ranks(

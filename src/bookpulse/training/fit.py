@@ -32,7 +32,8 @@ def prepare(frame: pd.DataFrame, features: list[str], categories: dict[str, list
         col = X[name]
         if isinstance(col.dtype, pd.CategoricalDtype) and list(col.cat.categories) == levels:
             continue
-        X[name] = pd.Categorical(col.astype("string"), categories=levels)
+        text = col.astype("string")
+        X[name] = pd.Categorical(text.where(text.isin(levels)), categories=levels)
     return X
 
 
