@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bookpulse.monitoring.drift import ACT, WATCH, Drift
+from bookpulse.monitoring.drift import ACT, COLUMNS, WATCH, Drift
 from bookpulse.monitoring.review import Realised
 
 COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
@@ -109,17 +109,7 @@ def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str])
     for name, d in drifts.items():
         body.append(f"<h2>{html.escape(name)} {_badge(d.verdict, COLOURS)}</h2>")
         body.append(_png(drift_plot(d)))
-        cols = [
-            "feature",
-            "gain_rank",
-            "psi",
-            "psi_threshold",
-            "psi_verdict",
-            "missing_reference",
-            "missing_now",
-            "missing_verdict",
-            "largest_mix_change",
-        ]
+        cols = [c for c in COLUMNS if c != "top"]
         shown = d.features.loc[
             d.features["top"]
             | (d.features["psi_verdict"] != "stable")
