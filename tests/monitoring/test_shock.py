@@ -74,7 +74,7 @@ def champions(home):
 
 @pytest.fixture(scope="module")
 def drifts(home, books, champions):
-    return {name: monitor(home, book, MONITORED, champions)[0] for name, book in books.items()}
+    return {name: monitor(home, book, MONITORED, champions) for name, book in books.items()}
 
 
 @pytest.fixture(scope="module")

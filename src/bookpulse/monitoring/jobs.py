@@ -50,11 +50,9 @@ class MonitorError(Exception):
 
 @dataclass
 class Report:
-    kind: str  # "monitor" | "review"
     month: str
-    verdicts: dict[str, str]
-    path: Path
-    run_id: str
+    path: Path  # the HTML page
+    run_id: str  # its MLflow run
 
 
 def reports_dir(home: Path) -> Path:
@@ -82,7 +80,7 @@ def load_reference(champion: Champion) -> dict:
 
 def monitor(
     home: Path, book: Path, as_of: str, champions: dict[str, Champion]
-) -> tuple[dict[str, Drift], dict[str, dict]]:
+) -> dict[str, Drift]:
     """Each champion's drift in month `as_of` of `book` against its run's reference."""
     tracking.configure(home)
     as_of = io.month_key(as_of)
@@ -100,7 +98,7 @@ def monitor(
         )
         scores = champ.model.predict(frame) if len(frame) else np.array([])
         drifts[name] = compare(name, references[name], frame, scores, skip=skip)
-    return drifts, references
+    return drifts
 
 
 def first_test_month(client: MlflowClient, run_id: str) -> str:
@@ -148,6 +146,7 @@ def review(
     months = io.read_meta(book)["months"]
     client = MlflowClient()
     results: dict[str, Realised] = {}
+    tables: dict[str, pd.DataFrame] = {}  # each score file read once
     outcomes: dict[str, pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for name, used in used_models.items():
@@ -180,7 +179,10 @@ def review(
             )
             continue
         key = "card_id" if spec.target.entity == "card" else "customer_id"
-        table = read_scores(out, "cards" if spec.target.entity == "card" else "customers")
+        file = "cards" if spec.target.entity == "card" else "customers"
+        if file not in tables:
+            tables[file] = read_scores(out, file)
+        table = tables[file]
         labels = labels_for_month(book, kind, scored, months)[[key, spec.target.label]]
         prefix = PREFIX[name]
         joined = table[[key, "branch_id", "rm_id", f"{prefix}_probability", f"{prefix}_decile"]]
@@ -237,7 +239,7 @@ def _log(home: Path, kind: str, month: str, metrics: dict, tags: dict, page: Pat
 def monitor_report(
     home: Path, book: Path, as_of: str, champions: dict[str, Champion]
 ) -> tuple[Report, dict[str, Drift]]:
-    drifts, _ = monitor(home, book, as_of, champions)
+    drifts = monitor(home, book, as_of, champions)
     as_of = io.month_key(as_of)
     versions = {n: c.version for n, c in champions.items()}
     page = reports_dir(home) / f"monitor-{as_of}.html"
@@ -257,8 +259,7 @@ def monitor_report(
         tags[f"{name}.version"] = versions[name]
     tags["verdict"] = worst(d.verdict for d in drifts.values())
     run_id = _log(home, "monitor", as_of, metrics, tags, page)
-    verdicts = {n: d.verdict for n, d in drifts.items()}
-    return Report("monitor", as_of, verdicts, page, run_id), drifts
+    return Report(as_of, page, run_id), drifts
 
 
 def review_report(
@@ -284,5 +285,4 @@ def review_report(
         metrics[f"list.{list_name}.listed_rate"] = totals["listed_rate"]
         metrics[f"list.{list_name}.not_listed_rate"] = totals["not_listed_rate"]
     run_id = _log(home, "review", scored, metrics, tags, page)
-    verdicts = {n: r.verdict for n, r in results.items()}
-    return Report("review", scored, verdicts, page, run_id), results, skipped
+    return Report(scored, page, run_id), results, skipped
