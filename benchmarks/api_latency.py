@@ -128,7 +128,7 @@ def _requests(home: Path) -> tuple[list[str], list[str]]:
     """Bodies for both servers: customer ids, and the same customers' churn features."""
     import pandas as pd
 
-    from bookpulse.serving.store import open_store
+    from bookpulse.adapters.store import open_store
     from bookpulse.specs import load_model_specs
 
     store = open_store(home)

@@ -29,7 +29,7 @@ def _ensure_book(path: Path, customers: int) -> None:
         meta = json.loads((path / "book.json").read_text())
         if meta["customers"] == customers and meta["end_month"] == END:
             return
-    from bookpulse.book.simulate import BookSpec, generate_book
+    from bookpulse.synthetic.simulate import BookSpec, generate_book
 
     print(f"  (generating a {customers:,}-customer book in {path})", flush=True)
     generate_book(
@@ -47,7 +47,7 @@ def _stage(stage: str, book: Path) -> None:
         rows = {"customers": len(customers), "cards": len(cards)}
     else:
         from bookpulse.specs import load_model_specs
-        from bookpulse.training.dataset import training_set, training_sets
+        from bookpulse.model.dataset import training_set, training_sets
 
         specs = load_model_specs()
         months = [str(p) for p in __import__("pandas").period_range("2025-08", "2026-07", freq="M")]

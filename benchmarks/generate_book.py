@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bookpulse.book.simulate import BookSpec, generate_book
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def _ensure_book(path: Path, customers: int) -> None:
         meta = json.loads((path / "book.json").read_text())
         if meta["customers"] == customers and meta["months"][-1] == END:
             return
-    from bookpulse.book.simulate import BookSpec, generate_book
+    from bookpulse.synthetic.simulate import BookSpec, generate_book
 
     print(f"  (generating a {customers:,}-customer book in {path})", flush=True)
     generate_book(
@@ -46,7 +46,7 @@ def _ensure_book(path: Path, customers: int) -> None:
 def _champions(home: Path):
     import logging
 
-    from bookpulse.scoring.champions import load_champions
+    from bookpulse.adapters.champions import load_champions
     from bookpulse.specs import load_model_specs
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -64,21 +64,21 @@ class _TimedStore:
     """The SQLite online store, timing its publish (documents built and written)."""
 
     def __init__(self, path: Path) -> None:
-        from bookpulse.serving.store import SqliteStore
+        from bookpulse.adapters.store import SqliteStore
 
         self.store = SqliteStore(path)
         self.seconds = 0.0
         self.rows: dict[str, int] = {}
 
-    def publish(self, snapshot) -> None:
+    def put_month(self, snapshot) -> None:
         started = time.perf_counter()
-        self.store.publish(snapshot)
+        self.store.put_month(snapshot)
         self.seconds = time.perf_counter() - started
         self.rows = {e: len(f) for e, f in snapshot.rows.items()}
 
 
 def _job(book: Path, home: Path, out: Path) -> dict:
-    from bookpulse.scoring.batch import score_month
+    from bookpulse.jobs.score import score_month
     from bookpulse.specs import load_playbook
 
     champions = _champions(home)
@@ -104,10 +104,10 @@ def _floor(book: Path, home: Path) -> dict:
     import pandas as pd
 
     from bookpulse.features import build_from_book
-    from bookpulse.scoring.batch import score_rows
-    from bookpulse.scoring.core import model_matrix
-    from bookpulse.scoring.explain import agreement, top_k
-    from bookpulse.training.fit import prepare
+    from bookpulse.jobs.score import score_rows
+    from bookpulse.model.core import model_matrix
+    from bookpulse.model.explain import agreement, top_k
+    from bookpulse.model.fit import prepare
 
     champions = _champions(home)
     customers, cards = build_from_book(book, END)

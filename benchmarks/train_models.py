@@ -16,10 +16,10 @@ import time
 import warnings
 from pathlib import Path
 
-from bookpulse.book.simulate import BookSpec, generate_book
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 from bookpulse.specs import load_model_specs
-from bookpulse.training.dataset import training_sets
-from bookpulse.training.train import train_and_log
+from bookpulse.model.dataset import training_sets
+from bookpulse.jobs.train import train_and_log
 
 
 def main() -> None:

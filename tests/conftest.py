@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bookpulse.book.simulate import BookSpec, generate_book
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 
 SMALL = BookSpec(customers=1_500, months=8, seed=7, end_month="2026-10")
 REALISM = BookSpec(customers=20_000, months=24, seed=42, end_month="2026-10")
@@ -30,7 +30,7 @@ def realism_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def realism_summary(realism_book: Path):
-    from bookpulse.book.summary import summarize
+    from bookpulse.synthetic.summary import summarize
 
     return summarize(realism_book)
 

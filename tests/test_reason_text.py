@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bookpulse.scoring.core import reason_phrase
+from bookpulse.model.core import reason_phrase
 from bookpulse.specs import (
     MODEL_NAMES,
     FeatureSpec,

@@ -17,7 +17,7 @@ from bookpulse.specs import (
     load_model_specs,
     models_dir,
 )
-from bookpulse.training.dataset import split_months, training_set
+from bookpulse.model.dataset import split_months, training_set
 
 
 def test_every_shipped_spec_loads() -> None:

@@ -82,3 +82,10 @@ def is_attrited(
         & (np.asarray(digital_logins) == 0)
     )
     return closed | dormant
+
+
+# The two entities a model scores: each one's id column, the score table it lands in, and the
+# feature columns that give a row's tier and segment (a card's: its holder's).
+ENTITY_KEYS = {"customer": "customer_id", "card": "card_id"}
+ENTITY_TABLES = {"customer": "customers", "card": "cards"}
+ENTITY_CONTEXT = {"customer": ("tier", "segment"), "card": ("holder_tier", "holder_segment")}

@@ -17,22 +17,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bookpulse.config import get_settings
-from bookpulse.domain import (
-    ACTIVATION_WINDOW_DAYS,
-    CHURN_HORIZON_MONTHS,
-    SEGMENTS,
-    TIERS,
-    UPGRADE_HORIZON_MONTHS,
-)
+from bookpulse.domain import ENTITY_KEYS, PRODUCT_FLAGS, SEGMENTS, TIERS
+from bookpulse.errors import BookpulseError
 
 Dtype = Literal["float64", "float32", "int8", "int16", "int32", "category"]
 Entity = Literal["customer", "card"]
-TargetKind = Literal["churn", "tier_upgrade", "card_activation"]
+# Kinds of target (bookpulse/labels.py): what happens in the outcome window after month-end T.
+#   attrition        the customer attrites (closes, or goes dormant) at a month-end in (T, T+N]
+#   tier_up          the customer is active at T+N in a higher tier than at T
+#   product_take_up  the customer holds `product` at a month-end in (T, T+N]
+#   first_use        a card issued in the month ending T is first used within N days after T
+TargetKind = Literal["attrition", "tier_up", "product_take_up", "first_use"]
+MONTHLY_KINDS = ("attrition", "tier_up", "product_take_up")
+Tier = Literal[TIERS]  # type: ignore[valid-type]
+ProductFlag = Literal[PRODUCT_FLAGS]  # type: ignore[valid-type]
 SourceTable = Literal["snapshots", "customers", "cards", "card_spend", "relationships", "branches"]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
-class SpecError(Exception):
+class SpecError(BookpulseError):
     """A spec file that cannot be used; the message names the file and the field."""
 
 
@@ -86,21 +89,61 @@ class FeatureCatalog(_Strict):
         return {f.name: f for g in self.groups.values() if g.entity == entity for f in g.features}
 
 
+class Population(_Strict):
+    """Who a model labels and scores at month-end T, beyond its entity's own population (active
+    customers; cards issued in the month ending T and still unused). Applied by one function
+    (`bookpulse.labels.in_population`) to the book's snapshots and to feature frames alike."""
+
+    exclude_tiers: list[Tier] = Field(
+        default_factory=list, description="tiers at T left out (e.g. the top tier for tier_up)"
+    )
+    without_products: list[ProductFlag] = Field(
+        default_factory=list,
+        description="product lines a customer must not hold at T (e.g. has_wealth for a "
+        "wealth take-up)",
+    )
+
+
 class TargetSpec(_Strict):
     kind: TargetKind
     entity: Entity
-    label: Name = Field(description="label column in training sets")
-    horizon_months: int | None = Field(default=None, ge=1, le=12)
+    label: Name = Field(description="label column in training sets; also the outcome word")
+    horizon_months: int | None = Field(default=None, ge=1, le=24)
     horizon_days: int | None = Field(default=None, ge=1, le=365)
+    product: ProductFlag | None = Field(
+        default=None, description="the product line taken up (kind product_take_up)"
+    )
+    scored: Population = Field(
+        default_factory=Population, description="the population rule, beyond the entity's own"
+    )
+    truth: str | None = Field(
+        default=None,
+        description="the simulator's column of true probabilities for this target (truth/), "
+        "when the book is synthetic: the ceiling",
+    )
     population: str = Field(min_length=10)
     event: str = Field(min_length=10)
     leavers: str = Field(min_length=10, description="how customers who leave early are treated")
 
     @model_validator(mode="after")
-    def _one_horizon(self) -> TargetSpec:
-        if (self.horizon_months is None) == (self.horizon_days is None):
-            raise ValueError("give exactly one of horizon_months and horizon_days")
+    def _fits_kind(self) -> TargetSpec:
+        monthly = self.kind in MONTHLY_KINDS
+        if monthly and (self.horizon_months is None or self.horizon_days is not None):
+            raise ValueError(f"kind {self.kind} takes horizon_months (and no horizon_days)")
+        if not monthly and (self.horizon_days is None or self.horizon_months is not None):
+            raise ValueError(f"kind {self.kind} takes horizon_days (and no horizon_months)")
+        want = "customer" if monthly else "card"
+        if self.entity != want:
+            raise ValueError(f"kind {self.kind} labels a {want}, not a {self.entity}")
+        if (self.kind == "product_take_up") != (self.product is not None):
+            raise ValueError("give product exactly when kind is product_take_up")
+        if self.entity == "card" and (self.scored.exclude_tiers or self.scored.without_products):
+            raise ValueError("scored: rules on tiers and products apply to customers only")
         return self
+
+    @property
+    def id_column(self) -> str:
+        return ENTITY_KEYS[self.entity]
 
 
 class LightGBMSpec(_Strict):
@@ -144,7 +187,15 @@ class ReasonHint(_Strict):
 class ModelSpec(_Strict):
     name: Name
     description: str
-    registered_name: str = Field(pattern=r"^bookpulse-[a-z_]+$")
+    registered_name: str = Field(pattern=r"^bookpulse-[a-z0-9_]+$")
+    output_prefix: Name | None = Field(
+        default=None,
+        description="prefix of this model's columns in the score tables and its key in API "
+        "replies (default: the name), e.g. upgrade -> upgrade_probability",
+    )
+    score_noun: str = Field(
+        min_length=3, description="what the score is, in a sentence: 'the churn risk'"
+    )
     target: TargetSpec
     features: list[Name] = Field(min_length=1)
     lightgbm: LightGBMSpec
@@ -154,6 +205,18 @@ class ModelSpec(_Strict):
         default_factory=dict,
         description="feature -> the sentence's second half when it raises / lowers the score",
     )
+
+    @property
+    def prefix(self) -> str:
+        return self.output_prefix or self.name
+
+    @property
+    def entity(self) -> Entity:
+        return self.target.entity
+
+    @property
+    def id_column(self) -> str:
+        return self.target.id_column
 
     @cached_property
     def spec_hash(self) -> str:
@@ -214,7 +277,13 @@ def load_feature_catalog(directory: Path | None = None) -> FeatureCatalog:
         raise _explain(directory, exc) from None
 
 
-MODEL_NAMES = ("churn", "tier_upgrade", "card_activation")
+PLAYBOOK_FILE = "playbook.yaml"
+
+
+def model_names(directory: Path | None = None) -> list[str]:
+    """The models declared in `models/`: every `*.yaml` but the playbook, by name."""
+    directory = directory or models_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.name != PLAYBOOK_FILE)
 
 
 def load_model_spec(
@@ -223,22 +292,16 @@ def load_model_spec(
     """Load `models/<name>.yaml` and check every feature it uses is declared for its entity."""
     directory = directory or models_dir()
     path = directory / f"{name}.yaml"
-    if not path.is_file():
-        raise SpecError(f"no model spec {path}; known models: {', '.join(MODEL_NAMES)}")
+    if not path.is_file() or name == Path(PLAYBOOK_FILE).stem:
+        raise SpecError(
+            f"no model spec {path}; known models: {', '.join(model_names(directory)) or 'none'}"
+        )
     try:
         spec = ModelSpec.model_validate(_load_yaml(path))
     except ValidationError as exc:
         raise _explain(path, exc) from None
-    fixed = {
-        "churn": ("horizon_months", CHURN_HORIZON_MONTHS),
-        "tier_upgrade": ("horizon_months", UPGRADE_HORIZON_MONTHS),
-        "card_activation": ("horizon_days", ACTIVATION_WINDOW_DAYS),
-    }[spec.target.kind]
-    if getattr(spec.target, fixed[0]) != fixed[1]:
-        raise SpecError(
-            f"{path}: target.{fixed[0]} must be {fixed[1]} for {spec.target.kind}: the labels "
-            "(bookpulse/labels.py and bookpulse/domain.py) are defined with that window"
-        )
+    if spec.name != name:
+        raise SpecError(f"{path}: name is {spec.name!r} but the file is {name!r}")
     catalog = catalog or load_feature_catalog()
     declared = catalog.for_entity(spec.target.entity)
     missing = [f for f in spec.features if f not in declared]
@@ -254,8 +317,42 @@ def load_model_spec(
 
 
 def load_model_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
+    """Every model in `models/`, checked together: registered names and output prefixes must
+    not collide (each model owns its columns, its API key and its registry entry)."""
+    directory = directory or models_dir()
     catalog = load_feature_catalog()
-    return {name: load_model_spec(name, directory, catalog) for name in MODEL_NAMES}
+    specs = {name: load_model_spec(name, directory, catalog) for name in model_names(directory)}
+    if not specs:
+        raise SpecError(f"no model specs (*.yaml besides {PLAYBOOK_FILE}) in {directory}")
+    for what in ("registered_name", "prefix"):
+        seen: dict[str, str] = {}
+        for spec in specs.values():
+            value = getattr(spec, what)
+            if value in seen:
+                raise SpecError(
+                    f"models {seen[value]} and {spec.name} share the {what} {value!r}: give "
+                    f"each its own in {directory}"
+                )
+            seen[value] = spec.name
+    return specs
+
+
+def specs_for(model: str, directory: Path | None = None) -> list[ModelSpec]:
+    """One model's spec by name, or every model's for "all"."""
+    specs = load_model_specs(directory)
+    if model == "all":
+        return list(specs.values())
+    if model not in specs:
+        raise SpecError(f"unknown model {model!r}: use {', '.join(specs)} or all")
+    return [specs[model]]
+
+
+def spec_named(model: str, directory: Path | None = None) -> ModelSpec:
+    """One model's spec; "all" is refused (the command works on one model)."""
+    if model == "all":
+        names = ", ".join(model_names(directory))
+        raise SpecError(f"name one model: {names}")
+    return specs_for(model, directory)[0]
 
 
 # --- the action playbook (models/playbook.yaml) ---------------------------------------------
@@ -270,7 +367,7 @@ class PlaybookAction(_Strict):
 class ActionList(_Strict):
     """One list: which model ranks it, how much of an RM's capacity it takes, the actions."""
 
-    model: Literal["churn", "tier_upgrade", "card_activation"]
+    model: Name = Field(description="the model (models/<model>.yaml) whose score ranks the list")
     share_of_capacity: float = Field(gt=0.0, le=1.0)
     max_decile: int = Field(ge=1, le=10)
     rank: Literal["highest_first", "lowest_first"] = "highest_first"
@@ -302,6 +399,10 @@ class ActionList(_Strict):
 class Playbook(_Strict):
     lists: dict[Name, ActionList]
 
+    def list_for(self, model: str) -> tuple[str, ActionList] | None:
+        """The list a model's score ranks (name and list), if any."""
+        return next(((n, x) for n, x in self.lists.items() if x.model == model), None)
+
     @model_validator(mode="after")
     def _within_capacity(self) -> Playbook:
         total = sum(x.share_of_capacity for x in self.lists.values())
@@ -310,9 +411,18 @@ class Playbook(_Strict):
         return self
 
 
-def load_playbook(path: Path | None = None) -> Playbook:
-    path = path or models_dir() / "playbook.yaml"
+def load_playbook(path: Path | None = None, models: list[str] | None = None) -> Playbook:
+    """The playbook; every list must name a declared model (default: those in `models/`)."""
+    path = path or models_dir() / PLAYBOOK_FILE
     try:
-        return Playbook(lists=_load_yaml(path))
+        playbook = Playbook(lists=_load_yaml(path))
     except ValidationError as exc:
         raise _explain(path, exc) from None
+    known = model_names(path.parent) if models is None else models
+    for name, lst in playbook.lists.items():
+        if lst.model not in known:
+            raise SpecError(
+                f"{path}: list {name!r} is ranked by model {lst.model!r}, which has no spec; "
+                f"known models: {', '.join(known)}"
+            )
+    return playbook

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from bookpulse import labels
 from bookpulse.book import io
-from bookpulse.book.simulate import SHOCK_KINDS, BookSpec, Shock, generate_book
+from bookpulse.synthetic.simulate import SHOCK_KINDS, BookSpec, Shock, generate_book
 from bookpulse.domain import is_attrited, tier_index
 
 SPEC = BookSpec(customers=4_000, months=16, seed=21, end_month="2026-10")  # 2025-07 .. 2026-10

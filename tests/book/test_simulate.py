@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bookpulse import labels
 from bookpulse.book import io
-from bookpulse.book.simulate import BookSpec, generate_book
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 from bookpulse.domain import SEGMENTS, TIER_LOWER_BOUNDS, TOP_TIER, is_attrited, tier_index
 
 

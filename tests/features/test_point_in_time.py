@@ -23,7 +23,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from bookpulse.book import io
-from bookpulse.book.simulate import BookSpec, generate_book
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 from bookpulse.domain import CARD_CHANNELS, CARD_PRODUCTS, REGIONS, RELATIONSHIP_KINDS, SEGMENTS
 from bookpulse.features import BookFrames, build_features, build_from_book, read_frames
 

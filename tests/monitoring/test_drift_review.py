@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bookpulse.monitoring.drift import ACT, compare, psi_bound, reference_profile
-from bookpulse.monitoring.review import list_outcomes, list_totals, realised
-from bookpulse.training.fit import ScoringModel, prepare
+from bookpulse.model.drift import ACT, compare, psi_bound, reference_profile
+from bookpulse.model.realised import list_outcomes, list_totals, realised
+from bookpulse.model.fit import ScoringModel, prepare
 
 
 def _frame(n: int, seed: int, shift: float = 0.0, missing: float = 0.1, web: float = 0.3):
@@ -171,7 +171,7 @@ def test_psi_is_zero_only_for_the_same_shares(seed):
     rng = np.random.default_rng(seed)
     a = rng.dirichlet(np.ones(6))
     b = rng.dirichlet(np.ones(6))
-    from bookpulse.training.evaluate import psi_from_shares
+    from bookpulse.model.evaluate import psi_from_shares
 
     assert psi_from_shares(a, a) == pytest.approx(0.0, abs=1e-12)
     assert psi_from_shares(a, b) > 0

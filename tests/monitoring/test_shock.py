@@ -15,12 +15,12 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from bookpulse import cli
-from bookpulse.book.simulate import BookSpec, Shock, generate_book
-from bookpulse.monitoring.jobs import EXPERIMENT, MonitorError, monitor, review
-from bookpulse.scoring.batch import score_month
-from bookpulse.scoring.champions import load_champions
+from bookpulse.synthetic.simulate import BookSpec, Shock, generate_book
+from bookpulse.jobs.monitor import EXPERIMENT, MonitorError, monitor, review
+from bookpulse.jobs.score import score_month
+from bookpulse.adapters.champions import load_champions
 from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
-from bookpulse.training import tracking
+from bookpulse.adapters import tracking
 
 CALM = BookSpec(customers=5_000, months=24, seed=21, end_month="2026-10")
 RATE_CUT, CAMPAIGN = "2026-06", "2026-07"
@@ -54,8 +54,8 @@ def books(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def home(books, tmp_path_factory) -> Path:
     """Champions trained and promoted on the calm book; its test windows start in 2026-05."""
-    from bookpulse.training.registry import promote
-    from bookpulse.training.train import train_models
+    from bookpulse.adapters.registry import promote
+    from bookpulse.jobs.train import train_models
 
     if "MLFLOW_TRACKING_URI" in os.environ:
         pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bookpulse.book import io
-from bookpulse.scoring.core import Champion
+from bookpulse.model.core import Champion
 from bookpulse.specs import load_feature_catalog, load_model_specs, load_playbook
-from bookpulse.training.dataset import training_sets
-from bookpulse.training.fit import fit_model
+from bookpulse.model.dataset import training_sets
+from bookpulse.model.fit import fit_model
 
 
 @pytest.fixture(scope="session")

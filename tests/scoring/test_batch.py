@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from bookpulse.book import io
-from bookpulse.scoring import batch
-from bookpulse.scoring.actions import rm_caps
-from bookpulse.scoring.batch import ScoringError, file_entries, read_scores, score_month
+from bookpulse.jobs import score as batch
+from bookpulse.model.lists import rm_caps
+from bookpulse.jobs.score import ScoringError, file_entries, read_scores, score_month
 
 
 @pytest.fixture(scope="module")

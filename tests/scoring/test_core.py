@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from scipy.special import logit
 
 from bookpulse.features import build_from_book
-from bookpulse.scoring.core import model_matrix, rank_in_book, reason_phrase, score_frame
-from bookpulse.scoring.explain import PathAttribution, agreement, top_k
-from bookpulse.training.fit import prepare
+from bookpulse.model.core import model_matrix, rank_in_book, reason_phrase, score_frame
+from bookpulse.model.explain import PathAttribution, agreement, top_k
+from bookpulse.model.fit import prepare
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from bookpulse.scoring import batch
-from bookpulse.scoring.batch import read_scores
-from bookpulse.serving.store import SqliteStore
+from bookpulse.jobs import score as batch
+from bookpulse.jobs.score import read_scores
+from bookpulse.adapters.store import SqliteStore
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def _documents(store: SqliteStore, entity: str) -> list[tuple[int, str]]:
 def test_spark_and_local_engines_agree(
     java, trainable_book, champions, catalogs, playbook, score_month, tmp_path
 ) -> None:
-    from bookpulse.scoring.spark import score_month_spark, session
+    from bookpulse.jobs.score_spark import score_month_spark, session
 
     local = tmp_path / "local"
     on_spark = tmp_path / "spark"

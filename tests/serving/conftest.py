@@ -19,11 +19,11 @@ def quick(spec):
 
 @pytest.fixture(scope="session")
 def served_home(trainable_book: Path, tmp_path_factory) -> Path:
-    from bookpulse.scoring.batch import score_month
-    from bookpulse.scoring.champions import load_champions
-    from bookpulse.serving.store import open_store
-    from bookpulse.training.registry import promote
-    from bookpulse.training.train import train_models
+    from bookpulse.jobs.score import score_month
+    from bookpulse.adapters.champions import load_champions
+    from bookpulse.adapters.store import open_store
+    from bookpulse.adapters.registry import promote
+    from bookpulse.jobs.train import train_models
 
     if "MLFLOW_TRACKING_URI" in os.environ:
         pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")

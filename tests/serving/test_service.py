@@ -100,7 +100,7 @@ def test_cards_by_id_equal_the_batch(client, batch) -> None:
 
 
 def test_a_feature_payload_scores_like_the_stored_vector(client, served_home) -> None:
-    from bookpulse.serving.store import open_store
+    from bookpulse.adapters.store import open_store
 
     store = open_store(served_home)
     ids = [
@@ -166,7 +166,7 @@ def test_bad_requests_name_the_field_and_never_echo_the_data(client, caplog) -> 
 def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_home) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bookpulse.training import tracking
+    from bookpulse.adapters import tracking
 
     r = client.post("/v1/admin/reload", json={}, headers={"X-API-Key": ADMIN_KEY})
     assert r.status_code == 200 and r.json()["reloaded"] is True
@@ -190,7 +190,7 @@ def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_
 
 def test_percentiles_come_from_the_batch_months_distribution(served_home) -> None:
     from bookpulse.serving.api import _ranks
-    from bookpulse.serving.store import open_store
+    from bookpulse.adapters.store import open_store
 
     dist = open_store(served_home).distribution("churn")
     assert dist is not None and (np.diff(dist) >= 0).all()

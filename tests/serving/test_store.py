@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bookpulse.serving.store import KEYS, RedisStore, Snapshot, SqliteStore, records
+from bookpulse.adapters.store import KEYS, RedisStore, Snapshot, SqliteStore, records
 
 
 def _free_port() -> int:
@@ -94,7 +94,7 @@ def store(request, tmp_path):
 
 def test_a_published_month_reads_back_exactly(store) -> None:
     assert store.as_of() is None and store.get("customer", [1]) == {}
-    store.publish(_snapshot("2026-09", [11, 12, 13]))
+    store.put_month(_snapshot("2026-09", [11, 12, 13]))
     assert store.as_of() == "2026-09"
     got = store.get("customer", [13, 11, 999])
     assert set(got) == {11, 13}
@@ -108,8 +108,8 @@ def test_a_published_month_reads_back_exactly(store) -> None:
 
 
 def test_a_new_month_replaces_the_old_one_whole(store) -> None:
-    store.publish(_snapshot("2026-09", [11, 12, 13]))
-    store.publish(_snapshot("2026-10", [21, 22]))
+    store.put_month(_snapshot("2026-09", [11, 12, 13]))
+    store.put_month(_snapshot("2026-10", [21, 22]))
     assert store.as_of() == "2026-10"
     assert store.get("customer", [11, 12, 13]) == {}
     assert set(store.get("customer", [21, 22])) == {21, 22}
@@ -120,7 +120,7 @@ def test_float32_features_survive_the_trip_bit_for_bit(store) -> None:
     values = rng.normal(size=3).astype(np.float32)
     snap = _snapshot("2026-09", [1, 2, 3])
     snap.rows["customer"]["aum_log"] = values
-    store.publish(snap)
+    store.put_month(snap)
     got = store.get("customer", [1, 2, 3])
     assert [np.float32(got[i]["aum_log"]) for i in (1, 2, 3)] == list(values)
 
@@ -129,8 +129,8 @@ def test_redis_and_sqlite_agree(redis_url, tmp_path) -> None:
     a = SqliteStore(tmp_path / "f.sqlite")
     b = RedisStore(redis_url, namespace="agree")
     snap = _snapshot("2026-09", [5, 6, 7])
-    a.publish(snap)
-    b.publish(snap)
+    a.put_month(snap)
+    b.put_month(snap)
     assert a.get("customer", [5, 6, 7]) == b.get("customer", [5, 6, 7])
     assert np.array_equal(a.distribution("churn"), b.distribution("churn"))
     assert Path(tmp_path / "f.sqlite").is_file()
@@ -144,10 +144,10 @@ def test_documents_built_elsewhere_publish_the_same(store, tmp_path) -> None:
         rows={e: list(records(f, KEYS[e], rows=2)) for e, f in snap.rows.items()},
         distributions=snap.distributions,
     )
-    store.publish(built)
+    store.put_month(built)
     got = store.get("customer", [1, 2, 3])
     reference = SqliteStore(tmp_path / "reference.sqlite")
-    reference.publish(snap)
+    reference.put_month(snap)
     assert got == reference.get("customer", [1, 2, 3])
     assert store.get("card", [9_000_001]) == reference.get("card", [9_000_001])
 
@@ -240,7 +240,7 @@ def test_both_stores_serve_exactly_what_was_published(rows, redis_url, tmp_path_
         SqliteStore(tmp_path_factory.mktemp("prop") / "features.sqlite"),
         RedisStore(redis_url, namespace=f"prop{time.time_ns()}"),
     ):
-        store.publish(snap)
+        store.put_month(snap)
         got = store.get("customer", frame["customer_id"].tolist())
         for n, row in enumerate(rows):
             assert _same(got[100 + n], _expected(row))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bookpulse.training.evaluate import (
+from bookpulse.model.evaluate import (
     calibration_metrics,
     calibration_noise,
     evaluate,
@@ -93,7 +93,7 @@ def test_evaluate_reports_the_ceiling_and_monthly_aucs() -> None:
 
 
 def test_downsampling_keeps_every_event_and_weights_back() -> None:
-    from bookpulse.training.fit import downsample
+    from bookpulse.model.fit import downsample
 
     rng = np.random.default_rng(1)
     y = (rng.random(100_000) < 0.04).astype(int)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bookpulse import cli
 from bookpulse.specs import load_model_specs
-from bookpulse.training.dataset import training_set
+from bookpulse.model.dataset import training_set
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_train_table_out_of_time_leaves_identifiers_out(extract: Path, tmp_path:
 
 
 def test_train_table_stratified_and_clear_errors(extract: Path, tmp_path: Path) -> None:
-    from bookpulse.training.table import TableError, train_table
+    from bookpulse.jobs.train_table import TableError, train_table
 
     r = train_table(extract, tmp_path, "Exited", positive="yes", drop=["Snapshot"], threads=1)
     assert "Surname" not in r.features and "Segment" in r.features
@@ -93,7 +93,7 @@ def test_train_table_stratified_and_clear_errors(extract: Path, tmp_path: Path) 
 
 @pytest.mark.parametrize("periods", [4, 5, 6, 7, 9, 12])
 def test_out_of_time_split_gives_every_part_whole_periods(periods: int) -> None:
-    from bookpulse.training.table import split
+    from bookpulse.jobs.train_table import split
 
     df = pd.DataFrame({"when": np.repeat(np.arange(periods), 50)})
     parts, _ = split(df, np.zeros(len(df), dtype=int), "when")
@@ -104,7 +104,7 @@ def test_out_of_time_split_gives_every_part_whole_periods(periods: int) -> None:
 
 
 def test_identifier_names_and_text_levels() -> None:
-    from bookpulse.training.table import _as_model_frame, choose_features
+    from bookpulse.jobs.train_table import _as_model_frame, choose_features
 
     n = 200
     df = pd.DataFrame(

@@ -11,10 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bookpulse.specs import load_model_specs
-from bookpulse.training import tracking
-from bookpulse.training.dataset import training_set
-from bookpulse.training.fit import ScoringModel
-from bookpulse.training.train import train_models
+from bookpulse.adapters import tracking
+from bookpulse.model.dataset import training_set
+from bookpulse.model.fit import ScoringModel
+from bookpulse.jobs.train import train_models
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_book_too_short_for_the_split_is_refused(small_book: Path, tmp_path: P
 
 def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
     from bookpulse.specs import GateSpec
-    from bookpulse.training import registry
+    from bookpulse.adapters import registry
 
     home, specs, results = trained
     lenient = GateSpec(min_auc=0.55, max_calibration_error=0.2, max_auc_drop=0.1)
@@ -146,8 +146,8 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
 
 def test_promote_refuses_a_window_the_model_was_fitted_on(trained, tmp_path) -> None:
     """A model trained on a later book is not judged on an earlier book's months."""
-    from bookpulse.book.simulate import BookSpec, generate_book
-    from bookpulse.training import registry
+    from bookpulse.synthetic.simulate import BookSpec, generate_book
+    from bookpulse.adapters import registry
 
     home, specs, _ = trained
     earlier = tmp_path / "earlier"
@@ -186,7 +186,7 @@ def test_commands_for_analysts_and_model_owners(trained, tmp_path) -> None:
 
 def _trained_model(trained, name: str) -> ScoringModel:
     """The version the fixture trained (aliases move as the promotion tests run)."""
-    from bookpulse.training.registry import load_scoring_model
+    from bookpulse.adapters.registry import load_scoring_model
 
     home, specs, results = trained
     tracking.configure(home)

@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bookpulse.errors import BookpulseError
+
 Where = tuple[str, object] | None  # (column, ids): read only those rows
 
 STATIC_TABLES = ("customers", "branches", "rms", "relationships", "cards")
@@ -36,7 +38,7 @@ TRUTH_DIR = "truth"
 META_FILE = "book.json"
 
 
-class BookError(Exception):
+class BookError(BookpulseError):
     """A book that cannot be read: the message says what is wrong and where."""
 
 

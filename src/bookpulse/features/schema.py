@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from bookpulse.errors import BookpulseError
 from bookpulse.specs import Entity, FeatureCatalog
 
 KEY_COLUMNS: dict[Entity, dict[str, str]] = {
@@ -13,7 +14,7 @@ KEY_COLUMNS: dict[Entity, dict[str, str]] = {
 }
 
 
-class FeatureSchemaError(Exception):
+class FeatureSchemaError(BookpulseError):
     """A feature frame that does not match its declared schema."""
 
 

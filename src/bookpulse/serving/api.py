@@ -12,13 +12,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from bookpulse.scoring.batch import PREFIX
-from bookpulse.scoring.core import Champion, percentile_arrays, score_records
+from bookpulse.domain import ENTITY_CONTEXT, ENTITY_KEYS
+from bookpulse.labels import in_population
+from bookpulse.model.batch import population_columns
+from bookpulse.model.core import Champion, percentile_arrays, score_records
 from bookpulse.specs import FeatureSpec, Playbook
-
-ENTITY_MODELS = {"customer": ("churn", "tier_upgrade"), "card": ("card_activation",)}
-LIST_FOR = {"churn": "retention", "tier_upgrade": "upgrade", "card_activation": "activation"}
-KEY = {"customer": "customer_id", "card": "card_id"}
 
 
 @dataclass
@@ -27,7 +25,7 @@ class Scorer:
     needs. Built once at start-up (and again on reload)."""
 
     champions: dict[str, Champion]
-    store: Any  # serving.store.OnlineStore
+    store: Any  # adapters.store.OnlineStore
     playbook: Playbook
     catalogs: dict[str, dict[str, FeatureSpec]]
     _payload_models: dict[str, type[BaseModel]] = field(default_factory=dict)
@@ -35,15 +33,16 @@ class Scorer:
     def versions(self) -> dict[str, str]:
         return {c.spec.registered_name: c.version for c in self.champions.values()}
 
+    def of(self, entity: str) -> list[Champion]:
+        """The champions that score this entity, in the specs' order."""
+        return [c for c in self.champions.values() if c.spec.entity == entity]
+
     def features(self, entity: str) -> list[str]:
-        """Every feature the entity's champions use, in a fixed order."""
-        names = {
-            f
-            for m in ENTITY_MODELS[entity]
-            if m in self.champions
-            for f in self.champions[m].model.features
-        }
-        return sorted(names)
+        """Every feature the entity's champions use or their populations read, in a fixed
+        order."""
+        return sorted(
+            {f for c in self.of(entity) for f in [*c.model.features, *population_columns(c.spec)]}
+        )
 
     # --- by id ------------------------------------------------------------------------
     def score_ids(self, entity: str, ids: list[int]) -> list[dict]:
@@ -68,9 +67,7 @@ class Scorer:
     # --- shared -----------------------------------------------------------------------
     def score_rows(self, entity: str, records: list[dict]) -> list[dict]:
         """Results for feature rows: stored vectors, or the CRM's own validated values."""
-        tier_key, segment_key = (
-            ("tier", "segment") if entity == "customer" else ("holder_tier", "holder_segment")
-        )
+        tier_key, segment_key = ENTITY_CONTEXT[entity]
         out = []
         for r in records:
             tier = r.get("tier") if r.get("tier") is not None else r.get(tier_key)
@@ -85,25 +82,28 @@ class Scorer:
                     "scores": {},
                 }
             )
-        for name in ENTITY_MODELS[entity]:
-            champ = self.champions.get(name)
-            if champ is None:
-                continue
-            # the top tier has nowhere to go
-            rows = [
-                i for i, o in enumerate(out) if name != "tier_upgrade" or o["tier"] != "private"
-            ]
+        tiers = np.array([o["tier"] for o in out], dtype=object)
+        for champ in self.of(entity):
+            # each model's own population (the batch's rule: e.g. the top tier has no upgrade)
+            keep = in_population(
+                champ.spec.target.scored,
+                tiers,
+                lambda f: np.array([_number(r.get(f)) for r in records], dtype=float),
+            )
+            rows = np.flatnonzero(keep).tolist()
             if not rows:
                 continue
             scored = score_records(champ, [records[i] for i in rows], self.catalogs[entity])
             probs = np.array([x["probability"] for x in scored])
-            pct, dec = _ranks(probs, self.store.distribution(PREFIX[name]))
-            lst = self.playbook.lists.get(LIST_FOR[name])
+            prefix = champ.spec.prefix
+            pct, dec = _ranks(probs, self.store.distribution(prefix))
+            found = self.playbook.list_for(champ.name)
+            lst = found[1] if found else None
             for j, i in enumerate(rows):
                 action = (
                     lst.action_for(out[i]["segment"] or "", out[i]["tier"] or "") if lst else None
                 )
-                out[i]["scores"][PREFIX[name]] = {
+                out[i]["scores"][prefix] = {
                     "probability": scored[j]["probability"],
                     "percentile": pct[j],
                     "decile": dec[j],
@@ -126,6 +126,14 @@ def _ranks(probs: np.ndarray, dist: np.ndarray | None) -> tuple[list, list]:
     return [float(x) for x in pct], [int(x) for x in dec]
 
 
+def _number(v) -> float:
+    """A product flag as sent or stored (1, 0, true, false, null) as a number; unknown: 0."""
+    try:
+        return float(v) if v is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _date(v) -> str | None:
     if v is None or v == "":
         return None
@@ -146,7 +154,10 @@ def payload_model(
     for c in champions.values():
         levels.update(c.model.categories)
     fields: dict[str, Any] = {
-        "id": (int | None, Field(default=None, description=f"your {KEY[entity]}, echoed back")),
+        "id": (
+            int | None,
+            Field(default=None, description=f"your {ENTITY_KEYS[entity]}, echoed back"),
+        ),
         "as_of": (str | None, Field(default=None, description="when the features were taken")),
     }
     for name in features:

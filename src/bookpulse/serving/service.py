@@ -127,12 +127,14 @@ for _name in ("bentoml", "bentoml._internal.server.http_app", "bentoml.access"):
 
 def build_scorer() -> Scorer:
     """Champions from the registry, the online store, the playbook and the catalog."""
-    from bookpulse.scoring.champions import load_champions
-    from bookpulse.serving.store import open_store
+    from bookpulse.adapters import tracking
+    from bookpulse.adapters.champions import load_champions
+    from bookpulse.adapters.store import open_store
     from bookpulse.specs import load_feature_catalog, load_model_specs, load_playbook
 
     s = get_settings()
-    champions = load_champions(s.home, list(load_model_specs().values()), threads=1)
+    tracking.configure(s.home)
+    champions = load_champions(list(load_model_specs().values()), threads=1)
     catalog = load_feature_catalog()
     scorer = Scorer(
         champions=champions,

@@ -1,1 +1,2 @@
-"""Training: training sets (features x labels over many months); fitting and the registry follow."""
+"""Kept for models registered before the package was layered: their pickled pyfunc names
+`bookpulse.training.tracking.CalibratedProbability`. Nothing in bookpulse imports this package."""

@@ -7,6 +7,7 @@ Every decision (promotion, refusal, rollback) is an MLflow run in the experiment
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,17 +18,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from bookpulse.adapters import tracking
 from bookpulse.book import io
+from bookpulse.errors import BookpulseError, MonitorError
+from bookpulse.model.core import Champion
+from bookpulse.model.dataset import split_months, training_set
+from bookpulse.model.evaluate import calibration_metrics
+from bookpulse.model.fit import ScoringModel
 from bookpulse.specs import ModelSpec
-from bookpulse.training import tracking
-from bookpulse.training.dataset import split_months, training_set
-from bookpulse.training.evaluate import calibration_metrics
-from bookpulse.training.fit import ScoringModel
 
 PROMOTIONS_EXPERIMENT = "bookpulse-promotions"
 
 
-class RegistryError(Exception):
+class RegistryError(BookpulseError):
     """Nothing to promote or roll back; the message says what to do."""
 
 
@@ -112,7 +115,6 @@ def _record(home: Path, decision: Decision) -> None:
 def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     """Evaluate challenger and champion on the same latest out-of-time window; move the
     champion alias only when the spec's gates pass. The decision is recorded either way."""
-    tracking.configure(home)
     client = MlflowClient()
     name = spec.registered_name
     challenger = _version(client, name, tracking.CHALLENGER)
@@ -206,9 +208,8 @@ def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
     )
 
 
-def history(home: Path, model: str) -> list[Decision]:
+def history(model: str) -> list[Decision]:
     """Every recorded decision for `model`, newest first."""
-    tracking.configure(home)
     client = MlflowClient()
     exp = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
     if exp is None:
@@ -242,14 +243,13 @@ def history(home: Path, model: str) -> list[Decision]:
 
 def rollback(home: Path, spec: ModelSpec) -> Decision:
     """Move the champion alias back to the champion before the current one, and record it."""
-    tracking.configure(home)
     client = MlflowClient()
     name = spec.registered_name
     current = _version(client, name, tracking.CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")
     previous = None
-    for d in history(home, spec.name):
+    for d in history(spec.name):
         if d.outcome == "promoted" and d.champion_after == current:
             previous = d.champion_before
             break
@@ -267,3 +267,33 @@ def rollback(home: Path, spec: ModelSpec) -> Decision:
     )
     _record(home, decision)
     return decision
+
+
+def load_reference(champion: Champion) -> dict:
+    """The reference profile logged with the champion's training run (for the monitor)."""
+    name = f"{champion.spec.registered_name} v{champion.version}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id,
+                artifact_path=f"validation/{tracking.REFERENCE_FILE}",
+                dst_path=tmp,
+            )
+            return json.loads(Path(local).read_text())
+    except (MlflowException, OSError) as exc:
+        raise MonitorError(
+            f"{name} has no reference profile in its training run ({type(exc).__name__}): it "
+            f"was trained before the monitor existed; retrain it (`bookpulse train "
+            f"{champion.spec.name}`, then `bookpulse promote {champion.spec.name}`)"
+        ) from None
+
+
+def first_test_month(run_id: str) -> str:
+    """The first month of a training run's out-of-time test window: the earliest month its
+    model can be judged on (every earlier month was fitted on, calibrated on, or embargoed)."""
+    window = MlflowClient().get_run(run_id).data.params.get("window.test", "")
+    return window.split("..")[0]
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(MlflowClient().get_run(run_id).data.metrics)

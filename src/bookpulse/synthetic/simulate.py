@@ -68,7 +68,9 @@ from bookpulse.domain import (
     tier_index,
 )
 
-GENERATOR = "bookpulse.book.simulate"
+GENERATOR = "bookpulse.synthetic.simulate"
+# what books made before the package was layered say they were made by
+GENERATORS = (GENERATOR, "bookpulse.book.simulate")
 
 BO, ELD, MER, WOM, GRO, MAS = range(6)  # segment codes, in SEGMENTS order
 BRANCH, ONLINE, TELE, BULK = range(4)  # card channel codes, in CARD_CHANNELS order
@@ -114,6 +116,18 @@ SUDDEN_EXIT = np.array(
     [0.05, 0.05, 0.15, 0.10, 0.10]
 )  # share of cooling odds that leave at once, by tier
 CONSOLIDATE_BASE = -4.8  # logit of the monthly chance to move external assets here
+# Wealth-product take-up: the logit of the monthly chance that an engaged customer without a
+# wealth product buys one (cooling and leaving customers do not), from the state at the last
+# month-end (README, "The synthetic book"; DOMAIN.md sections 1-3 and 6).
+WEALTH_BASE = -5.1
+WEALTH_TIER = np.array([-2.2, 0.0, 0.4, -0.2, -0.8])  # cross-selling targets effective and mid
+WEALTH_SEGMENT = np.array([0.5, 0.6, 0.2, 0.3, 0.0, 0.0])  # in SEGMENTS order
+WEALTH_GAP = 0.35  # per unit of log(external / in-bank assets), counted from 0 to 4
+WEALTH_CONTACT = 0.7  # per RM contact in the month just ended, up to WEALTH_CONTACT_CAP
+WEALTH_CONTACT_CAP = 2
+WEALTH_VAS = 0.5
+WEALTH_PAYROLL = 0.3
+WEALTH_MOBILE = 0.3
 # Windfalls (a bonus, a maturing deposit elsewhere, a house sale) reach anyone, unforeseeably;
 # their size is normal on the log scale. Everyone spends a little each month.
 WINDFALL_RATE = 0.016
@@ -543,6 +557,8 @@ class _Simulation:
         self.ticket = rng.lognormal(np.log(300.0), 0.6, size=n) * (1 + 0.3 * tier)
         self.visit_base = BRANCH_VISITS[seg] * rng.lognormal(0.0, 0.4, size=n)
         self.first_card_idx = np.full(n, 10**6)  # month index of the first card's issue
+        self.contacts = np.zeros(n, dtype=np.int64)  # RM contacts in the last snapshot's month
+        self.contacts_month = -1  # and which month that was
 
     # --- mechanics -----------------------------------------------------------------------
     def _log_aum(self, t: int) -> np.ndarray:
@@ -608,6 +624,23 @@ class _Simulation:
             "consolidate": consolidate,
             "jump": np.log1p(self.consolidate_fraction * np.exp(np.minimum(gap, 30.0))),
         }
+
+    def _wealth_take_up(self, tier: np.ndarray, contacts: np.ndarray | int) -> np.ndarray:
+        """Monthly chance that an engaged customer without a wealth product takes one up, from
+        the state at a month-end (tier, share-of-wallet gap, services, payroll, mobile banking)
+        and the RM contacts in the month that ended. The one formula for _step and _truth."""
+        f = self.flags
+        z = (
+            WEALTH_BASE
+            + WEALTH_TIER[tier]
+            + WEALTH_SEGMENT[self.seg]
+            + WEALTH_GAP * np.clip(self.ext - self.x, 0.0, 4.0)
+            + WEALTH_VAS * self.vas
+            + WEALTH_PAYROLL * f["has_payroll"]
+            + WEALTH_MOBILE * f["has_mobile_banking"]
+            + WEALTH_CONTACT * np.minimum(contacts, WEALTH_CONTACT_CAP)
+        )
+        return expit(z)
 
     def _shocked(self, d: dict[str, np.ndarray], known_by: int) -> dict[str, np.ndarray]:
         """The transition odds under the rate cuts started by month `known_by` (d if none).
@@ -713,13 +746,50 @@ class _Simulation:
                 "customer_id": self.customer_id[idx],
                 "p_churn_3m": p_churn.astype(np.float32),
                 "p_upgrade_3m": p_up.astype(np.float32),
+                "p_wealth_3m": self._wealth_truth(t, d, idx, tm).astype(np.float32),
             }
         )
+
+    def _wealth_truth(self, t: int, d, idx: np.ndarray, tm) -> np.ndarray:
+        """P(holding a wealth product at a month-end in (t, t+3]) for customers `idx` without
+        one at t (NaN for holders): 1 - P(no take-up in any month the chain `tm` spends
+        engaged). Take-up in a month needs the customer engaged after that month's transition
+        (as in _step). The first month's hazard uses the RM contacts of month t's snapshot; the
+        later months' average over their Poisson draws at month t's care."""
+        if self.contacts_month != t:
+            raise RuntimeError("the truth of month t needs month t's snapshot first")
+        tier = d["tier"]
+        first = self._wealth_take_up(tier, self.contacts)[idx]
+        care = self.rm_diligence[self.rm[idx]] * TIER_CARE[tier[idx]]
+        later = np.zeros(idx.size)
+        below_cap = np.zeros(idx.size)
+        for c in range(WEALTH_CONTACT_CAP):
+            pc = np.exp(-care) * care**c / math.factorial(c)
+            later += pc * self._wealth_take_up(tier, c)[idx]
+            below_cap += pc
+        later += (1 - below_cap) * self._wealth_take_up(tier, WEALTH_CONTACT_CAP)[idx]
+        e = self.engagement[idx]
+        mass = {s: (e == s).astype(float) for s in range(3)}  # paths with no take-up yet
+        p_wealth = np.zeros(idx.size)
+        for h in (first, later, later):
+            new: dict[int, np.ndarray] = {}
+            for (a, b), p in tm.items():
+                if b == 3:
+                    continue
+                flow = mass[a] * p
+                if b == 0:
+                    p_wealth += flow * h
+                    flow = flow * (1 - h)
+                new[b] = new[b] + flow if b in new else flow
+            mass = new
+        return np.where(self.flags["has_wealth"][idx], np.nan, p_wealth)
 
     def _step(self, t: int, d: dict[str, np.ndarray], live: np.ndarray) -> np.ndarray:
         """Move live customers from month-end t-1 to t. Returns who attrited in month t."""
         rng, n = self.rng, self.x.size
         tm = self._transition(self._shocked(d, t))
+        # wealth take-up odds from the state at month-end t-1, before this month moves it
+        wealth = self._wealth_take_up(d["tier"], self.contacts)
         u = rng.random(n)
         eng = self.engagement
         nxt = eng.astype(np.int8).copy()
@@ -764,7 +834,7 @@ class _Simulation:
         drop = np.array([0.003, 0.05, 0.15])[eng]
         for name, adopt in (
             ("has_time_deposit", np.array([0.004, 0.008, 0.012, 0.012, 0.012])[tier]),
-            ("has_wealth", np.array([0.001, 0.006, 0.012, 0.015, 0.015])[tier]),
+            ("has_wealth", wealth),
             ("has_funds", np.array([0.001, 0.003, 0.008, 0.012, 0.012])[tier]),
             ("has_insurance", np.array([0.001, 0.003, 0.005, 0.008, 0.008])[tier]),
         ):
@@ -852,6 +922,9 @@ class _Simulation:
         visits = np.where(live, rng.poisson(self.visit_base[rows] * (1 - 0.2 * eng)), 0)
         care = self.rm_diligence[self.rm[rows]] * TIER_CARE[tier_index(aum)]
         contacts = np.where(live, rng.poisson(care), 0)
+        self.contacts = np.zeros(self.x.size, dtype=np.int64)
+        self.contacts[rows] = contacts
+        self.contacts_month = t
         vas_used = np.where(live & self.vas[rows], rng.poisson(1.3, size=n), 0)
         complaints = np.where(live, rng.poisson(COMPLAINTS[eng]), 0)
         ext_est = np.round(
@@ -1073,7 +1146,7 @@ class _Simulation:
                 present = onboarded & ~((self.exit_idx < t) & self.closed)
                 rows = np.flatnonzero(present)
                 month = self.months[t]
-                tables = [
+                tables = [  # in this order: the truth reads the snapshot's RM contacts
                     (self._snapshot(t, rows), io.monthly_path(out, "snapshots", month)),
                     (self._card_spend(t, live), io.monthly_path(out, "card_spend", month)),
                     (self._truth(t, d, live), io.truth_monthly_path(out, month)),

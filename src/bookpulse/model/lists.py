@@ -48,11 +48,13 @@ def action_list(
     lst: ActionList,
     scored: pd.DataFrame,
     prefix: str,
+    key: str,
     rms: pd.DataFrame,
     branches: pd.DataFrame,
 ) -> pd.DataFrame:
-    """The list `name` from scored rows (ids, branch_id, rm_id, segment, tier and the
-    `<prefix>_*` score columns), ranked within each RM and cut at the RM's cap."""
+    """The list `name` from scored rows (the `key` id and customer_id, branch_id, rm_id,
+    segment, tier and the `<prefix>_*` score columns), ranked within each RM and cut at the
+    RM's cap."""
     col = lambda c: f"{prefix}_{c}"  # noqa: E731
     rows = scored.loc[scored[col("probability")].notna()]
     if lst.rank == "highest_first":
@@ -61,7 +63,6 @@ def action_list(
     else:
         rows = rows.loc[rows[col("decile")] >= 11 - lst.max_decile]
         ascending = True
-    key = "card_id" if "card_id" in rows else "customer_id"
     rows = rows.sort_values(
         ["rm_id", col("probability"), key], ascending=[True, ascending, True], kind="stable"
     )

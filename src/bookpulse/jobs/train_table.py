@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from bookpulse.adapters import tracking
+from bookpulse.errors import BookpulseError
+from bookpulse.model.evaluate import evaluate, plot_pack
+from bookpulse.model.fit import fit_frames
 from bookpulse.specs import LightGBMSpec
-from bookpulse.training import tracking
-from bookpulse.training.evaluate import evaluate, plot_pack
-from bookpulse.training.fit import fit_frames
 
 LABEL = "__target__"
 TABLE_LGB = LightGBMSpec(
@@ -45,7 +46,7 @@ _ID_NAME = re.compile(rf"(^|[_\s-]){_ID_WORDS}$", re.I)
 _ID_CAMEL = re.compile(r"[a-z0-9](Id|ID|No|Number|Key|Name)$")
 
 
-class TableError(Exception):
+class TableError(BookpulseError):
     """An extract that cannot be trained on; the message says what to change."""
 
 
@@ -162,15 +163,29 @@ def split(
     return {"train": train, "valid": valid, "calibration": calib, "test": test}, None
 
 
-def train_table(
-    path: Path,
-    home: Path,
-    target: str,
-    positive: str | None = None,
-    time_col: str | None = None,
-    drop: list[str] | None = None,
-    threads: int = 0,
-) -> TableResult:
+@dataclass(frozen=True)
+class TableRequest:
+    """An extract to train on: its outcome column, the value that counts as the event (for a
+    non-binary target), an optional date/period column for an out-of-time split, columns to
+    leave out."""
+
+    home: Path
+    file: Path
+    target: str
+    positive: str | None = None
+    time_col: str | None = None
+    drop: tuple[str, ...] = ()
+    threads: int = 0
+
+
+def train_table(request: TableRequest) -> TableResult:
+    path, home, target = request.file, request.home, request.target
+    positive, time_col, drop, threads = (
+        request.positive,
+        request.time_col,
+        list(request.drop),
+        request.threads,
+    )
     df = read_table(path)
     for col in [target, time_col, *(drop or [])]:
         if col is not None and col not in df:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pandas as pd
-
-from bookpulse.training import tracking
 
 KEY_METRICS = (
     "auc",
@@ -25,12 +21,9 @@ KEY_METRICS = (
 )
 
 
-def compare_runs(
-    home: Path, registered_name: str, last: int = 10
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_runs(registered_name: str, last: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, differing params) for the latest `last` runs of a model's experiment, one
     column per run, newest first."""
-    tracking.configure(home)
     runs = mlflow.search_runs(
         experiment_names=[registered_name],
         filter_string="attributes.status = 'FINISHED'",

@@ -28,23 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from bookpulse.adapters.publish import Manifest, Timer, publish_month
+from bookpulse.adapters.store import BATCH_ROWS, KEYS, Snapshot, records
 from bookpulse.book import io
-from bookpulse.scoring.actions import LIST_COLUMNS, action_list
-from bookpulse.scoring.batch import (
-    CARD_BASE,
-    CUSTOMER_BASE,
-    PREFIX,
-    Timer,
-    add_ranks,
-    check_month,
-    online_rows,
-    publish,
-    score_rows,
-)
-from bookpulse.scoring.core import Champion, score_columns
-from bookpulse.serving.store import BATCH_ROWS, KEYS, Snapshot, records
-from bookpulse.specs import FeatureSpec, Playbook
-from bookpulse.training.fit import ScoringModel
+from bookpulse.jobs.score import check_month
+from bookpulse.model.batch import CARD_BASE, CUSTOMER_BASE, add_ranks, online_rows, score_rows
+from bookpulse.model.core import Champion, score_columns
+from bookpulse.model.fit import ScoringModel
+from bookpulse.model.lists import LIST_COLUMNS, action_list
+from bookpulse.specs import FeatureSpec, ModelSpec, Playbook
 
 ROWS_PER_PARTITION = 250_000
 
@@ -96,9 +88,9 @@ def _schema(columns: list[str]) -> str:
 def _columns(champions: dict[str, Champion]) -> tuple[list[str], list[str]]:
     """Columns of the unranked customer and card rows `score_rows` returns."""
     cust, card = list(CUSTOMER_BASE), list(CARD_BASE)
-    for name, champ in champions.items():
-        cols = [f"{PREFIX[name]}_{c}" for c in score_columns()]
-        (card if champ.spec.target.entity == "card" else cust).extend(cols)
+    for champ in champions.values():
+        cols = [f"{champ.spec.prefix}_{c}" for c in score_columns()]
+        (card if champ.spec.entity == "card" else cust).extend(cols)
     return cust, card
 
 
@@ -191,7 +183,6 @@ def _ranked(spark, df, key: str, prefixes: list[str], columns: list[str]):
 
 def score_month_spark(
     book: Path,
-    home: Path,
     as_of: str,
     champions: dict[str, Champion],
     catalogs: dict[str, dict[str, FeatureSpec]],
@@ -200,8 +191,8 @@ def score_month_spark(
     master: str = "local[*]",
     partitions: int | None = None,
     online=None,
-) -> dict:
-    """Score month `as_of` on Spark and publish it at `out`, like `batch.score_month`; with
+) -> Manifest:
+    """Score month `as_of` on Spark and publish it at `out`, like `score.score_month`; with
     `online` (an online store), the month's feature documents and distributions go there
     too, the same as the local engine's."""
     from pyspark.sql import functions as F
@@ -237,10 +228,8 @@ def score_month_spark(
         rows = spark.read.parquet(str(staging / "rows"))
         cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
         card = rows.where(F.col("entity") == "card").select(*card_cols)
-        cust_prefixes = [
-            PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "customer"
-        ]
-        card_prefixes = [PREFIX[n] for n, c in champions.items() if c.spec.target.entity == "card"]
+        cust_prefixes = [c.spec.prefix for c in champions.values() if c.spec.entity == "customer"]
+        card_prefixes = [c.spec.prefix for c in champions.values() if c.spec.entity == "card"]
         cust, cust_cols = _ranked(spark, cust, "customer_id", cust_prefixes, cust_cols)
         card, card_cols = _ranked(spark, card, "card_id", card_prefixes, card_cols)
         cust, card = cust.persist(), card.persist()
@@ -248,7 +237,8 @@ def score_month_spark(
         t0 = t.lap("scoring", t0)
         rms = io.read_static(book, "rms")
         branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
-        lists = _lists(cust, card, rms, branches, playbook)
+        specs = {c.name: c.spec for c in champions.values()}
+        lists = _lists(cust, card, rms, branches, playbook, specs)
         t0 = t.lap("lists", t0)
 
         def writer(df, count: int):
@@ -258,7 +248,7 @@ def score_month_spark(
 
             return write
 
-        manifest = publish(
+        manifest = publish_month(
             out,
             as_of,
             book,
@@ -276,7 +266,7 @@ def score_month_spark(
         )
         if online is not None:
             prefixes = {"customer": cust_prefixes, "card": card_prefixes}
-            online.publish(_online_snapshot(as_of, rows, staging / "rows", prefixes))
+            online.put_month(_online_snapshot(as_of, rows, staging / "rows", prefixes))
         return manifest
     finally:
         for df in (cust, card):
@@ -320,16 +310,21 @@ def _online_snapshot(as_of: str, rows, staged: Path, prefixes: dict[str, list[st
     return Snapshot(as_of=as_of, rows=docs, distributions=dists)
 
 
-def _lists(cust, card, rms, branches, playbook: Playbook) -> dict[str, pd.DataFrame]:
+def _lists(
+    cust, card, rms, branches, playbook: Playbook, specs: dict[str, ModelSpec]
+) -> dict[str, pd.DataFrame]:
     """Each list built per RM by `action_list` on Spark, gathered to the driver (a list is
     capped by the RMs' capacity, so it is small)."""
     out = {}
     for name, lst in playbook.lists.items():
-        scored = card if lst.model == "card_activation" else cust
-        prefix = PREFIX[lst.model]
+        spec = specs.get(lst.model)
+        if spec is None:
+            continue
+        scored = card if spec.entity == "card" else cust
+        prefix = spec.prefix
         if f"{prefix}_probability" not in scored.columns:
             continue
-        build = _list_builder(name, lst, prefix, rms, branches)
+        build = _list_builder(name, lst, prefix, spec.id_column, rms, branches)
 
         schema = ", ".join(f"`{c}` {_list_type(c)}" for c in LIST_COLUMNS)
         df = scored.groupBy("rm_id").applyInPandas(build, schema=schema).toPandas()
@@ -341,9 +336,9 @@ def _lists(cust, card, rms, branches, playbook: Playbook) -> dict[str, pd.DataFr
     return out
 
 
-def _list_builder(name: str, lst, prefix: str, rms: pd.DataFrame, branches: pd.DataFrame):
+def _list_builder(name: str, lst, prefix: str, key: str, rms: pd.DataFrame, branches: pd.DataFrame):
     def build(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _plain(action_list(name, lst, pdf, prefix, rms, branches))
+        return _plain(action_list(name, lst, pdf, prefix, key, rms, branches))
 
     return build
 

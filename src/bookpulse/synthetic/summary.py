@@ -11,13 +11,25 @@ from sklearn.metrics import roc_auc_score
 
 from bookpulse import labels
 from bookpulse.book import io
-from bookpulse.domain import SEGMENTS, TIERS, tier_index
+from bookpulse.domain import (
+    ACTIVATION_WINDOW_DAYS,
+    CHURN_HORIZON_MONTHS,
+    SEGMENTS,
+    TIERS,
+    UPGRADE_HORIZON_MONTHS,
+    tier_index,
+)
+from bookpulse.specs import Population
+
+H = CHURN_HORIZON_MONTHS  # the simulator's truth is for 3-month windows (30 days for cards)
+assert H == UPGRADE_HORIZON_MONTHS
 
 
 @dataclass
 class TargetSummary:
     """Realised event rate over the labelled months and the AUC of the true probabilities."""
 
+    title: str
     rows: int
     rate: float
     ceiling_auc: float
@@ -47,7 +59,9 @@ def summarize(book: Path) -> BookSummary:
     meta = io.read_meta(book)
     months: list[str] = meta["months"]
     snaps = {
-        m: io.read_monthly(book, "snapshots", [m], [*labels.SNAPSHOT_COLUMNS, "products_held"])
+        m: io.read_monthly(
+            book, "snapshots", [m], [*labels.BASE_COLUMNS, "products_held", "has_wealth"]
+        )
         for m in months
     }
     last = labels.active_customers(snaps[months[-1]])
@@ -64,21 +78,27 @@ def summarize(book: Path) -> BookSummary:
     prod_mix = prod.value_counts(normalize=True).sort_index()
 
     targets: dict[str, TargetSummary] = {}
-    churn_rows, upgrade_rows = [], []
-    for m in labels.labelled_months(months, "churn"):
-        i = months.index(m)
+    churn_rows, upgrade_rows, wealth_rows = [], [], []
+    below_top = Population(exclude_tiers=[TIERS[-1]])
+    for i, m in enumerate(months[: max(0, len(months) - H)]):
         snap_t = snaps[m]
-        window = pd.concat([snaps[k] for k in months[i + 1 : i + 4]])
-        truth = io.read_truth(book, [m])[["customer_id", "p_churn_3m", "p_upgrade_3m"]]
-        ch = labels.churn_labels(snap_t, window).merge(truth, on="customer_id", how="left")
+        window = pd.concat([snaps[k] for k in months[i + 1 : i + 1 + H]])
+        truth = io.read_truth(book, [m]).drop(columns="month")
+        ch = labels.attrition_labels(snap_t, window, "churned")
+        ch = ch.merge(truth, on="customer_id", how="left")
         ch = ch.merge(snap_t[["customer_id", "products_held"]], on="customer_id")
         churn_rows.append(ch)
-        up = labels.tier_upgrade_labels(snap_t, snaps[months[i + 3]])
+        up = labels.tier_up_labels(snap_t, snaps[months[i + H]], "upgraded", below_top)
         upgrade_rows.append(up.merge(truth, on="customer_id", how="left"))
+        took = labels.take_up_labels(snap_t, window, "has_wealth", "took_up")
+        took = took.merge(snap_t[["customer_id", "aum_total"]], on="customer_id")
+        took["tier_at"] = tier_index(took["aum_total"])
+        wealth_rows.append(took.merge(truth, on="customer_id", how="left"))
     ch = pd.concat(churn_rows, ignore_index=True)
     up = pd.concat(upgrade_rows, ignore_index=True)
     by_products = ch.groupby(ch["products_held"].clip(upper=6))["churned"].mean()
     targets["churn"] = TargetSummary(
+        title="churn within 3 months",
         rows=len(ch),
         rate=float(ch["churned"].mean()),
         ceiling_auc=_ceiling(ch["churned"].to_numpy(), ch["p_churn_3m"].to_numpy(float)),
@@ -90,6 +110,7 @@ def summarize(book: Path) -> BookSummary:
     )
     by_tier = up.groupby("tier_at")["upgraded"].mean()
     targets["tier_upgrade"] = TargetSummary(
+        title="tier upgrade within 3 months",
         rows=len(up),
         rate=float(up["upgraded"].mean()),
         ceiling_auc=_ceiling(up["upgraded"].to_numpy(), up["p_upgrade_3m"].to_numpy(float)),
@@ -100,18 +121,36 @@ def summarize(book: Path) -> BookSummary:
     cards = io.read_static(book, "cards", ["card_id", "issue_date", "first_use_date", "channel"])
     truth_cards = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
     card_rows = []
-    for m in labels.labelled_months(months, "card_activation"):
-        lab = labels.card_activation_labels(cards, io.month_end(m))
-        card_rows.append(lab)
+    end = io.month_end(months[-1])
+    for m in months:
+        if io.month_end(m) + pd.Timedelta(days=ACTIVATION_WINDOW_DAYS) > end:
+            break
+        card_rows.append(
+            labels.first_use_labels(cards, io.month_end(m), ACTIVATION_WINDOW_DAYS, "activated")
+        )
     ca = pd.concat(card_rows, ignore_index=True).merge(truth_cards, on="card_id", how="left")
     ca = ca.merge(cards[["card_id", "channel"]], on="card_id")
     by_channel = ca.groupby(ca["channel"].astype(str))["activated"].mean()
     targets["card_activation"] = TargetSummary(
+        title="card first use within 30 days",
         rows=len(ca),
         rate=float(ca["activated"].mean()),
         ceiling_auc=_ceiling(ca["activated"].to_numpy(), ca["p_activate_30d"].to_numpy(float)),
         months=len(card_rows),
         by_group={f"{k}": float(v) for k, v in by_channel.items()},
+    )
+    wt = pd.concat(wealth_rows, ignore_index=True)
+    truth_wealth = wt["p_wealth_3m"] if "p_wealth_3m" in wt else pd.Series(np.nan, index=wt.index)
+    targets["wealth_take_up"] = TargetSummary(
+        title="wealth product taken up within 3 months",
+        rows=len(wt),
+        rate=float(wt["took_up"].mean()),
+        ceiling_auc=_ceiling(wt["took_up"].to_numpy(), truth_wealth.to_numpy(float)),
+        months=len(wealth_rows),
+        by_group={
+            f"from {TIERS[int(k)]}": float(v)
+            for k, v in wt.groupby("tier_at")["took_up"].mean().items()
+        },
     )
     return BookSummary(
         meta=meta,

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2, norm
 
-from bookpulse.training.evaluate import psi_from_shares
-from bookpulse.training.fit import ScoringModel
+from bookpulse.model.evaluate import psi_from_shares
+from bookpulse.model.fit import ScoringModel
 
 WATCH, ACT = 0.10, 0.25
 MISSING_WATCH, MISSING_ACT = 0.05, 0.15

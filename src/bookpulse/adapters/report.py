@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from io import BytesIO
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bookpulse.monitoring.drift import ACT, COLUMNS, WATCH, Drift
-from bookpulse.monitoring.review import Realised
+from bookpulse.adapters import tracking
+from bookpulse.model.drift import ACT, COLUMNS, WATCH, Drift
+from bookpulse.model.realised import Realised
 
 COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
 REVIEW_COLOURS = {"as promised": "#2e7d32", "off promise": "#c62828"}
@@ -189,3 +193,28 @@ def review_html(
         )
         body.append(_table(table, "{:.3f}"))
     return _page(f"bookpulse review: scored {scored}", body)
+
+
+EXPERIMENT = "bookpulse-monitoring"
+
+
+def reports_dir(home: Path) -> Path:
+    return Path(home) / "reports"
+
+
+def write_page(path: Path, text: str) -> None:
+    """Replace the report whole (a reader never sees half a page)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def log_report_run(home: Path, kind: str, month: str, metrics: dict, tags: dict, page: Path) -> str:
+    """One MLflow run in the monitoring experiment: the figures, the verdicts, the page."""
+    exp = tracking.experiment_id(home, EXPERIMENT)
+    with mlflow.start_run(experiment_id=exp, run_name=f"{kind} {month}") as run:
+        mlflow.set_tags({"kind": kind, "month": month, **tags})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_artifact(str(page))
+    return run.info.run_id

@@ -24,13 +24,24 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from bookpulse.adapters import tracking
 from bookpulse.book import io
-from bookpulse.monitoring.drift import reference_profile
-from bookpulse.specs import ModelSpec, load_feature_catalog
-from bookpulse.training import tracking
-from bookpulse.training.dataset import KEYS, embargo_months, split_months, training_sets
-from bookpulse.training.evaluate import evaluate, model_card, plot_pack
-from bookpulse.training.fit import fit_model
+from bookpulse.config import get_settings
+from bookpulse.model.dataset import embargo_months, split_months, training_sets
+from bookpulse.model.drift import reference_profile
+from bookpulse.model.evaluate import evaluate, model_card, plot_pack
+from bookpulse.model.fit import fit_model
+from bookpulse.specs import ModelSpec, load_feature_catalog, specs_for
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Models to train: one model's name, or all. `book=None` takes the home's book."""
+
+    home: Path
+    model: str = "all"
+    book: Path | None = None
+    threads: int = 0  # LightGBM threads (0: all cores)
 
 
 @dataclass(frozen=True)
@@ -50,19 +61,24 @@ def feature_set_hash(spec: ModelSpec) -> str:
 
 
 def _truth_for(book: Path, spec: ModelSpec, rows: pd.DataFrame) -> np.ndarray | None:
-    """The simulator's true probabilities for these rows, if the book is synthetic.
+    """The simulator's true probabilities for these rows (`target.truth`), if the book is
+    synthetic and has them.
 
     Read only here, for the ceiling; never by features or fitting."""
-    if not (book / io.TRUTH_DIR).is_dir():
+    column = spec.target.truth
+    if column is None or not (book / io.TRUTH_DIR).is_dir():
         return None
-    if spec.target.kind == "card_activation":
+    key = spec.id_column
+    if spec.entity == "card":
         truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
-        merged = rows[["card_id", "as_of"]].merge(truth, on=["card_id", "as_of"], how="left")
-        return merged["p_activate_30d"].to_numpy(float)
-    months = sorted(rows["as_of"].dt.strftime("%Y-%m").unique())
-    truth = io.read_truth(book, months).rename(columns={"month": "as_of"})
-    column = {"churn": "p_churn_3m", "tier_upgrade": "p_upgrade_3m"}[spec.target.kind]
-    merged = rows[["customer_id", "as_of"]].merge(truth, on=["customer_id", "as_of"], how="left")
+    else:
+        months = sorted(rows["as_of"].dt.strftime("%Y-%m").unique())
+        truth = io.read_truth(book, months).rename(columns={"month": "as_of"})
+    if column not in truth:
+        return None  # a book simulated before this target had a truth
+    merged = rows[[key, "as_of"]].merge(
+        truth[[key, "as_of", column]], on=[key, "as_of"], how="left"
+    )
     return merged[column].to_numpy(float)
 
 
@@ -92,7 +108,6 @@ def train_and_log(
     ev = evaluate(
         test[label].to_numpy(), p_test, test["as_of"], p_train, _truth_for(book, spec, test)
     )
-    tracking.configure(home)
     exp = tracking.experiment_id(home, spec.registered_name)
     rows = {k: len(v) for k, v in parts.items()}
     rates = {k: float(v[label].mean()) for k, v in parts.items()}
@@ -128,7 +143,7 @@ def train_and_log(
         for month, auc in ev.auc_by_month.items():
             mlflow.log_metric("auc_test_month", auc, step=int(month.replace("-", "")))
         dataset = mlflow.data.from_pandas(
-            data[[KEYS[spec.target.entity], "as_of", label]],
+            data[[spec.id_column, "as_of", label]],
             source=str(Path(book).resolve()),
             targets=label,
             name=f"{spec.name}-training-set",
@@ -217,3 +232,14 @@ def train_models(
             progress(f"training {spec.name}")
         results.append(train_and_log(book, home, spec, sets[spec.name], threads))
     return results
+
+
+def train(
+    request: TrainRequest,
+    progress: Callable[[str], None] | None = None,
+    sets: dict[str, pd.DataFrame] | None = None,
+) -> list[TrainResult]:
+    """Train the requested models (`sets`: training sets already built, e.g. by the demo)."""
+    book = request.book or get_settings().book_dir
+    specs = specs_for(request.model)
+    return train_models(book, request.home, specs, request.threads, progress, sets)

@@ -20,18 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from bookpulse.scoring.explain import PathAttribution, top_k
+from bookpulse.model.explain import PathAttribution, top_k
+from bookpulse.model.fit import ScoringModel, prepare
 from bookpulse.specs import FeatureSpec, ModelSpec
-from bookpulse.training.fit import ScoringModel, prepare
 
 REASONS = 3
-KEYS = {"customer": "customer_id", "card": "card_id"}
-# what the score is, in a sentence's words
-SCORE_NOUN = {
-    "churn": "churn risk",
-    "tier_upgrade": "chance of an upgrade",
-    "card_activation": "chance the card is used",
-}
 
 
 @dataclass(frozen=True)
@@ -78,7 +71,7 @@ def score_frame(
 ) -> pd.DataFrame:
     """Probability, top reasons and model identity for every row of `frame` (a feature frame
     keyed by id and as_of). Percentile and decile come later, from the whole book."""
-    key = KEYS[champion.spec.target.entity]
+    key = champion.spec.id_column
     model = champion.model
     probability, credit, top = explain(champion, model_matrix(model, frame))
     out = pd.DataFrame(
@@ -180,7 +173,7 @@ def score_records(
 def _suffix(spec: ModelSpec, name: str, direction: str) -> str:
     hint = spec.reason_hints.get(name)
     tail = getattr(hint, direction) if hint else None
-    return f"; {tail}" if tail else f", which {direction} the {SCORE_NOUN[spec.target.kind]}"
+    return f"; {tail}" if tail else f", which {direction} the {spec.score_noun}"
 
 
 REASON_FIELDS = ("feature", "direction", "contribution", "sentence")

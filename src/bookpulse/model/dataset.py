@@ -12,8 +12,6 @@ from bookpulse.book import io
 from bookpulse.features import build_features, read_frames
 from bookpulse.specs import ModelSpec
 
-KEYS = {"customer": "customer_id", "card": "card_id"}
-
 
 def embargo_months(spec: ModelSpec) -> int:
     """Months left out between the calibration and test windows: a label for month T reads
@@ -26,7 +24,7 @@ def embargo_months(spec: ModelSpec) -> int:
 def split_months(spec: ModelSpec, book_months: Sequence[str]) -> dict[str, list[str]]:
     """The spec's out-of-time split over the book's labelled months, latest last:
     train, then valid (early stopping), then calibration, an embargo, then test."""
-    labelled = labels.labelled_months(list(book_months), spec.target.kind)
+    labelled = labels.labelled_months(list(book_months), spec.target)
     s = spec.split
     gap = embargo_months(spec)
     need = s.train_months + s.valid_months + s.calibration_months + gap + s.test_months
@@ -63,7 +61,7 @@ def training_sets(
     book_months = meta["months"]
     wanted: dict[str, list[str]] = {}
     for spec in specs:
-        labelled = set(labels.labelled_months(book_months, spec.target.kind))
+        labelled = set(labels.labelled_months(book_months, spec.target))
         if months is None:
             chosen = [m for part in split_months(spec, book_months).values() for m in part]
         else:
@@ -76,17 +74,25 @@ def training_sets(
                 )
         wanted[spec.name] = chosen
     parts: dict[str, list[pd.DataFrame]] = {spec.name: [] for spec in specs}
+    # each month-end's label columns read once for every spec and every window it falls in
+    columns = [
+        c for s in specs if s.target.horizon_months for c in labels.snapshot_columns(s.target)
+    ]
+    snapshots = labels.BookSnapshots(book, list(dict.fromkeys(columns)))
+    cards = None
+    if any(s.target.kind == "first_use" for s in specs):
+        cards = io.read_static(book, "cards", ["card_id", "issue_date", "first_use_date"])
     for month in sorted({m for ms in wanted.values() for m in ms}):
         if progress:
             progress(month)
-        customers, cards = build_features(read_frames(book, month), month)
+        snapshots.forget_before(month)
+        customers, card_rows = build_features(read_frames(book, month), month)
         for spec in specs:
             if month not in wanted[spec.name]:
                 continue
-            key = KEYS[spec.target.entity]
-            frame = customers if spec.target.entity == "customer" else cards
-            lab = labels.labels_for_month(book, spec.target.kind, month, book_months)
-            lab = lab.rename(columns={_label_column(spec.target.kind): spec.target.label})
+            key = spec.id_column
+            frame = customers if spec.entity == "customer" else card_rows
+            lab = labels.label_month(spec.target, month, book_months, snapshots, cards)
             rows = frame[[key, "as_of", *spec.features]].merge(
                 lab[[key, spec.target.label]], on=key, how="inner", validate="one_to_one"
             )
@@ -96,7 +102,3 @@ def training_sets(
 
 def training_set(book: Path, spec: ModelSpec, months: Sequence[str] | None = None) -> pd.DataFrame:
     return training_sets(book, [spec], months)[spec.name]
-
-
-def _label_column(kind: str) -> str:
-    return {"churn": "churned", "tier_upgrade": "upgraded", "card_activation": "activated"}[kind]

@@ -21,12 +21,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from bookpulse.training.evaluate import calibration_metrics, lift_and_capture
+from bookpulse.model.evaluate import calibration_metrics, lift_and_capture
 
 AUC_DROP = 0.05  # realised AUC this far under the promise: the ranking has weakened
 OE_BAND = 0.20  # observed / expected events outside 1 +- this ...
 OE_Z = 3.0  # ... and this many standard errors from the expected count: the level is off
-OUTCOME = {"churn": "churned", "tier_upgrade": "upgraded", "card_activation": "activated"}
 
 
 @dataclass

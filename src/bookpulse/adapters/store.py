@@ -31,8 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api import types as pdt
 
-ENTITIES = ("customer", "card")
-KEYS = {"customer": "customer_id", "card": "card_id"}
+from bookpulse.domain import ENTITY_KEYS
+
+ENTITIES = tuple(ENTITY_KEYS)
+KEYS = ENTITY_KEYS
 BATCH_ROWS = 50_000  # docs built and written per batch: bounded memory at any book size
 MAX_PAIRED = 4_096  # see `_paired`
 Docs = Iterable[list[tuple[int, str]]]  # batches of (id, JSON document)
@@ -55,7 +57,7 @@ class Snapshot:
 
 
 class OnlineStore(Protocol):
-    def publish(self, snapshot: Snapshot) -> None: ...
+    def put_month(self, snapshot: Snapshot) -> None: ...
     def get(self, entity: str, ids: list[int]) -> dict[int, dict]: ...
     def distribution(self, prefix: str) -> np.ndarray | None: ...
     def as_of(self) -> str | None: ...
@@ -218,7 +220,7 @@ class SqliteStore:
             self._opened = mtime
         return self._conn
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def put_month(self, snapshot: Snapshot) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -287,7 +289,7 @@ class RedisStore:
         v = self.client.get(f"{self.ns}:current")
         return None if v is None else v.decode()
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def put_month(self, snapshot: Snapshot) -> None:
         version = f"{snapshot.as_of}-{uuid.uuid4().hex[:8]}"
         prefix = f"{self.ns}:{version}"
         for entity in snapshot.rows:

@@ -1,0 +1,170 @@
+"""Publishing a scored month: its files written beside the target and swapped into place
+whole, with a typed manifest (counts, model versions, checksums, timings) auditors can read.
+
+    $BOOKPULSE_HOME/scores/2026-10/
+        customers.parquet        one row per active customer: <prefix>_* of each customer model
+        cards.parquet            one row per card issued in T and unused at T: <prefix>_* likewise
+        lists/<list>.csv|parquet ranked per branch and RM, with reason and suggested action
+        manifest.json            `Manifest`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from bookpulse.book import io
+from bookpulse.domain import ENTITY_KEYS, ENTITY_TABLES
+from bookpulse.errors import BookpulseError
+from bookpulse.model.core import Champion
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ManifestModel(BaseModel):
+    registered_name: str
+    version: str
+    run_id: str
+    spec_hash: str
+    trees: int
+
+
+class Manifest(BaseModel):
+    """What a published month holds and how it was made (`manifest.json`)."""
+
+    as_of: str
+    book: str
+    book_generator: str | None = None
+    engine: str
+    written_at: str
+    rows_in: dict[str, int]
+    rows_out: dict[str, int]
+    models: dict[str, ManifestModel]
+    files: dict[str, dict[str, str | int]]
+    timings_seconds: dict[str, float]
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        """The manifest of the month published at `folder`."""
+        path = Path(folder) / MANIFEST_FILE
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except OSError:
+            raise BookpulseError(
+                f"{folder} holds no published month ({MANIFEST_FILE} is missing): score the "
+                "month first (`bookpulse score --as-of YYYY-MM`)"
+            ) from None
+        except ValidationError as exc:
+            raise BookpulseError(
+                f"{path} is not a scoring manifest ({exc.error_count()} problem(s), first: "
+                f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}); re-score the month"
+            ) from None
+
+
+def default_out(home: Path, as_of: str) -> Path:
+    return Path(home) / "scores" / io.month_key(as_of)
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - started, 3)
+        return now
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_table(df: pd.DataFrame, folder: Path, name: str, csv: bool = False) -> list[Path]:
+    paths = [folder / f"{name}.parquet"]
+    io.write_parquet(df, paths[0])
+    if csv:
+        paths.append(folder / f"{name}.csv")
+        df.to_csv(paths[1], index=False, date_format="%Y-%m-%d", float_format="%.6f")
+    return paths
+
+
+def file_entries(folder: Path) -> dict[str, dict]:
+    """sha256 and size of every file under `folder` (the manifest's checksums)."""
+    return {
+        str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json" and not p.name.startswith((".", "_"))
+    }
+
+
+def publish_month(
+    out: Path,
+    as_of: str,
+    book: Path,
+    engine: str,
+    champions: dict[str, Champion],
+    rows_in: dict[str, int],
+    tables: dict[str, pd.DataFrame | Callable[[Path], int]],
+    lists: dict[str, pd.DataFrame],
+    t: Timer,
+    started: float,
+) -> Manifest:
+    """Write everything into a temporary folder beside `out`, then swap it into place.
+
+    A table may be a frame, or a function that writes `<name>.parquet` itself (Spark) and
+    returns its row count."""
+    with io.publishing(out, replace=True) as tmp:
+        t0 = time.perf_counter()
+        rows_out = {}
+        for name, table in tables.items():
+            if callable(table):
+                rows_out[name] = int(table(tmp / f"{name}.parquet"))
+            else:
+                _write_table(table, tmp, name)
+                rows_out[name] = int(len(table))
+        (tmp / "lists").mkdir()
+        for name, df in lists.items():
+            _write_table(df, tmp / "lists", name, csv=True)
+            rows_out[f"lists/{name}"] = int(len(df))
+        t.lap("write", t0)
+        t.seconds["total"] = round(time.perf_counter() - started, 3)
+        manifest = Manifest(
+            as_of=as_of,
+            book=str(Path(book).resolve()),
+            book_generator=io.read_meta(book).get("generator"),
+            engine=engine,
+            written_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            rows_in=rows_in,
+            rows_out=rows_out,
+            models={
+                c.name: ManifestModel(
+                    registered_name=c.spec.registered_name,
+                    version=c.version,
+                    run_id=c.run_id,
+                    spec_hash=c.spec.spec_hash,
+                    trees=c.paths.trees,
+                )
+                for c in champions.values()
+            },
+            files=file_entries(tmp),
+            timings_seconds=t.seconds,
+        )
+        (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def read_scores(out: Path, entity: str) -> pd.DataFrame:
+    """An entity's published score table (a file, or Spark's folder of parts), in id order."""
+    df = pd.read_parquet(Path(out) / f"{ENTITY_TABLES[entity]}.parquet")
+    return df.sort_values(ENTITY_KEYS[entity], kind="stable").reset_index(drop=True)

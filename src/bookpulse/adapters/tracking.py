@@ -1,0 +1,114 @@
+"""MLflow: where runs and models live, and the registered artifact others can load.
+
+Tracking defaults to `sqlite:///$BOOKPULSE_HOME/mlflow.db` with artifacts under
+`$BOOKPULSE_HOME/mlartifacts/<experiment>` (never `./mlruns`); `MLFLOW_TRACKING_URI` points it
+at a real server instead. One experiment per model: `bookpulse-<model>`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from bookpulse.model.fit import ScoringModel
+
+MODEL_FILE = "scoring_model.json"
+REFERENCE_FILE = "reference.json"  # the training window's profile, for the monitor
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+def tracking_uri(home: Path) -> str:
+    """The tracking URI in force: MLFLOW_TRACKING_URI, else the embedded sqlite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home).resolve()}/mlflow.db"
+
+
+def configure(home: Path) -> str:
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    uri = tracking_uri(home)
+    mlflow.set_tracking_uri(uri)
+    # the registry follows tracking unless the user pointed it elsewhere
+    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or uri)
+    # set_*_uri also export MLFLOW_*_URI; leave the user's environment as it was, so that it
+    # keeps telling "a server was asked for" from "the embedded default" (and a later call for
+    # another home is not pinned to this one).
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return uri
+
+
+def experiment_id(home: Path, name: str) -> str:
+    """The experiment `name`, created with its artifacts under $BOOKPULSE_HOME when new."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            # someone deleted it in the UI; its name is still taken, so bring it back
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        location = (Path(home).resolve() / "mlartifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+with warnings.catch_warnings(record=True):
+    # MLflow suggests type hints on predict; the signature logged with the model is the contract.
+    # (record=True: MLflow re-enables the warning inside its own check, so only swallowing the
+    # record keeps it off the console.)
+    warnings.simplefilter("ignore", UserWarning)
+
+    class CalibratedProbability(mlflow.pyfunc.PythonModel):
+        """The registered artifact: a feature frame in, calibrated event probabilities out.
+
+        Categorical features may arrive as strings; they are mapped to the training levels
+        (unknown levels count as missing)."""
+
+        def load_context(self, context) -> None:
+            text = Path(context.artifacts["scoring_model"]).read_text()
+            self.model = ScoringModel.from_json(text, threads=1)
+
+        def predict(self, context, model_input, params=None):
+            frame = pd.DataFrame(model_input)
+            return pd.DataFrame({"probability": self.model.predict(frame)})
+
+
+def example_input(frame: pd.DataFrame, features: list[str], rows: int = 5) -> pd.DataFrame:
+    """A few rows as an API client would send them: categoricals as plain strings, numbers
+    as doubles (any numeric feature may be missing)."""
+    ex = frame[features].head(rows).copy()
+    for col in ex.columns:
+        if isinstance(ex[col].dtype, pd.CategoricalDtype):
+            ex[col] = ex[col].astype("object")
+        else:
+            ex[col] = ex[col].astype("float64")
+    return ex
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name)}"
+        for name in (
+            "lightgbm",
+            "numpy",
+            "pandas",
+            "scikit-learn",
+            "scipy",
+            "mlflow",
+            "pydantic",
+            "pydantic-settings",
+            "pyyaml",
+        )
+    ]

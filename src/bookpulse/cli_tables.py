@@ -1,0 +1,380 @@
+"""What the `bookpulse` command prints: one function per kind of result, rich tables."""
+
+from __future__ import annotations
+
+from functools import singledispatch
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bookpulse.jobs import demo as steps
+
+console = Console()
+err = Console(stderr=True)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def generated(made, seconds: float) -> None:
+    meta = made.meta
+    console.print(
+        f"[green]book written[/] to {made.out}: {meta['customers']:,} customers x "
+        f"{len(meta['months'])} months ({meta['start_month']} .. {meta['end_month']}), "
+        f"{meta['snapshot_rows']:,} snapshot rows, {meta['cards']:,} cards, in {seconds:.1f} s"
+    )
+    if made.shocks:
+        console.print("[yellow]shocked:[/] " + ", ".join(str(s) for s in made.shocks))
+
+
+def summary(book: Path, s) -> None:
+    meta = s.meta
+    console.print(
+        f"\n[bold]Book[/] {book}: {meta['customers']:,} customers, {meta['start_month']} .. "
+        f"{meta['end_month']}, seed {meta['seed']}; {s.active_customers:,} active at "
+        f"{meta['end_month']}"
+    )
+    mixes = Table(title=f"Mix of active customers at {meta['end_month']}", show_lines=False)
+    for col, right in (
+        ("tier", False),
+        ("share", True),
+        ("segment", False),
+        ("share", True),
+        ("product lines", False),
+        ("share", True),
+        ("3m churn", True),
+    ):
+        mixes.add_column(col, justify="right" if right else "left")
+    tiers, segs, prods = (
+        list(s.tier_mix.items()),
+        list(s.segment_mix.items()),
+        list(s.products_mix.items()),
+    )
+    for i in range(max(len(tiers), len(segs), len(prods))):
+        t = tiers[i] if i < len(tiers) else ("", None)
+        g = segs[i] if i < len(segs) else ("", None)
+        p = prods[i] if i < len(prods) else ("", None)
+        churn = s.churn_by_products.get(p[0].rstrip("+"), None) if p[0] else None
+        mixes.add_row(
+            t[0],
+            pct(t[1]) if t[1] is not None else "",
+            g[0],
+            pct(g[1]) if g[1] is not None else "",
+            p[0],
+            pct(p[1]) if p[1] is not None else "",
+            pct(churn) if churn is not None else "",
+        )
+    console.print(mixes)
+    events = Table(title="Events over the labelled months (realised) and the ceiling")
+    for col in ("target", "labelled rows", "months", "event rate", "ceiling AUC", "by group"):
+        events.add_column(col, justify="left" if col in ("target", "by group") else "right")
+    for t in s.targets.values():
+        groups = ", ".join(f"{k} {pct(v)}" for k, v in t.by_group.items())
+        events.add_row(
+            t.title, f"{t.rows:,}", str(t.months), pct(t.rate), f"{t.ceiling_auc:.3f}", groups
+        )
+    console.print(events)
+
+
+def features(month: str, files) -> None:
+    console.print(
+        f"[green]features as of {month}[/]: {files.customer_rows:,} customers -> "
+        f"{files.customers}; {files.card_rows:,} new cards -> {files.cards}"
+    )
+
+
+def training_sets(specs, sets, splits) -> None:
+    table = Table(title="Training sets (out-of-time split from each model spec)")
+    for col in ("model", "rows", "as_of months", "positive rate", "train / valid / calib / test"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, spec in specs.items():
+        df, split = sets[name], splits[name]
+        table.add_row(
+            name,
+            f"{len(df):,}",
+            f"{split['train'][0]} .. {split['test'][-1]}",
+            pct(df[spec.target.label].mean()),
+            " / ".join(str(len(v)) for v in split.values()),
+        )
+    console.print(table)
+
+
+def trained(results) -> None:
+    table = Table(title="Trained: out-of-time test on the latest closed months")
+    cols = ("model", "version", "AUC", "ceiling", "gap", "ECE", "noise", "ECE truth", "lift@10%")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        m = r.metrics
+
+        def opt(key: str, m=m) -> str:
+            return f"{m[key]:.3f}" if key in m else "-"
+
+        table.add_row(
+            r.model,
+            r.version,
+            f"{m['auc']:.3f}",
+            opt("ceiling_auc"),
+            opt("gap_to_ceiling"),
+            f"{m['ece']:.3f}",
+            f"{m['ece_noise']:.3f}",
+            opt("ece_truth"),
+            f"{m['lift_top10']:.1f}x",
+        )
+    console.print(table)
+    console.print(
+        "[dim]New versions carry the alias 'challenger'. ECE: calibration error, 10 equal-count "
+        "bins; noise: the ECE a perfectly calibrated model shows on as many rows; ECE truth: "
+        "against the simulator's true probabilities.[/]"
+    )
+
+
+def decisions(found) -> None:
+    table = Table(title="Promotion decisions")
+    for col in ("model", "outcome", "champion", "AUC new / old", "ECE (noise)", "reason"):
+        table.add_column(col)
+    for d in found:
+        m = d.metrics
+        auc = f"{m['challenger_auc']:.3f}" if "challenger_auc" in m else "-"
+        if "champion_auc" in m:
+            auc += f" / {m['champion_auc']:.3f}"
+        ece = (
+            f"{m['challenger_ece']:.3f} ({m['challenger_ece_noise']:.3f})"
+            if "challenger_ece_noise" in m
+            else "-"
+        )
+        table.add_row(
+            d.model,
+            d.outcome,
+            f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
+            auc,
+            ece,
+            d.reason,
+        )
+    console.print(table)
+
+
+def history(model: str, found) -> None:
+    table = Table(title=f"Decisions for {model}")
+    for col in (
+        "time",
+        "action",
+        "outcome",
+        "challenger",
+        "champion before -> after",
+        "challenger AUC",
+        "reason",
+    ):
+        table.add_column(col)
+    for d in found:
+        auc = d.metrics.get("challenger_auc")
+        table.add_row(
+            d.time,
+            d.action,
+            d.outcome,
+            d.challenger or "-",
+            f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
+            f"{auc:.3f}" if auc is not None else "-",
+            d.reason,
+        )
+    console.print(table)
+
+
+def runs(model: str, metrics, diff) -> None:
+    for title, frame in (("metrics", metrics), ("parameters that differ", diff)):
+        table = Table(title=f"{model}: {title} (newest run first)")
+        table.add_column("")
+        for col in frame.columns:
+            table.add_column(col, justify="right")
+        for name, row in frame.iterrows():
+            table.add_row(
+                str(name),
+                *[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.to_numpy()],
+            )
+        if len(frame):
+            console.print(table)
+        else:
+            console.print(f"{model}: no parameter differs between these runs")
+
+
+def table_result(r) -> None:
+    for col, why in r.excluded.items():
+        console.print(f"[yellow]left out[/] {col}: {why}")
+    m = r.metrics
+    console.print(
+        f"[green]{r.name}[/]: {len(r.features)} features; rows "
+        + ", ".join(f"{k} {v:,}" for k, v in r.rows.items())
+        + f"\n  test AUC {m['auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, KS {m['ks']:.3f}, "
+        f"calibration error {m['ece']:.3f}, lift top 10% {m['lift_top10']:.1f}x; "
+        f"MLflow run {r.run_id}"
+    )
+
+
+def scored(result) -> None:
+    manifest = result.manifest
+    rows, secs = manifest.rows_out, manifest.timings_seconds
+    table = Table(title=f"Scored {manifest.as_of} ({manifest.engine} engine)")
+    for col in ("output", "rows"):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for name, n in rows.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    models = ", ".join(f"{m.registered_name} v{m.version}" for m in manifest.models.values())
+    console.print(f"models: {models}")
+    console.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+    console.print(
+        f"[green]published[/] {result.out}: customers.parquet, cards.parquet, lists/*.csv and "
+        f"*.parquet, manifest.json; [dim]{result.online}[/]"
+    )
+
+
+def monitored(result) -> None:
+    report, drifts = result.report, result.drifts
+    table = Table(title=f"Drift in {report.month} against each model's reference")
+    for col in ("model", "rows", "score PSI", "verdict", "why"):
+        table.add_column(col, justify="right" if col in ("rows", "score PSI") else "left")
+    colour = {"stable": "green", "watch": "yellow", "act": "red"}
+    for name, d in drifts.items():
+        table.add_row(
+            name,
+            f"{d.rows:,}",
+            f"{d.score_psi:.3f}",
+            f"[{colour[d.verdict]}]{d.verdict}[/]",
+            "; ".join(d.reasons[:3]) or "-",
+        )
+    console.print(table)
+    console.print(
+        f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
+    )
+
+
+def reviewed(result) -> None:
+    report = result.report
+    table = Table(title=f"Scored {report.month}: realised against promised")
+    for col in ("model", "rows", "AUC (promised)", "obs/exp", "verdict", "why"):
+        table.add_column(col, justify="left" if col in ("model", "verdict", "why") else "right")
+    for name, r in result.results.items():
+        m, p = r.metrics, r.promised
+        colour = "green" if r.verdict == "as promised" else "red"
+        table.add_row(
+            name,
+            f"{r.rows:,}",
+            f"{m.get('auc', float('nan')):.3f} ({p.get('auc', float('nan')):.3f})",
+            f"{m['observed_over_expected']:.2f}",
+            f"[{colour}]{r.verdict}[/]",
+            "; ".join(r.reasons) or "-",
+        )
+    console.print(table)
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]{name} not reviewed:[/] {why}")
+    console.print(
+        f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
+    )
+
+
+# --- the demo's steps ------------------------------------------------------------------
+
+
+@singledispatch
+def step(s) -> None:
+    raise TypeError(f"no printer for {type(s).__name__}")
+
+
+@step.register
+def _(s: steps.Working) -> None:
+    pass  # the CLI's spinner shows it
+
+
+@step.register
+def _(s: steps.BookReady) -> None:
+    if s.reused:
+        console.print(f"[green]reusing[/] the demo book at {s.book} (same size, seed and months)")
+        return
+    if s.replaced:
+        console.print(f"[yellow]replaced[/] the synthetic book at {s.book} with the demo book")
+    meta = s.meta
+    console.print(
+        f"[green]book written[/] to {s.book}: {meta['customers']:,} customers x "
+        f"{len(meta['months'])} months ({meta['start_month']} .. {meta['end_month']})"
+    )
+
+
+@step.register
+def _(s: steps.Validated) -> None:
+    if s.problems:
+        from bookpulse.book.validate import format_problems
+
+        console.print(format_problems(s.problems))
+    else:
+        console.print("[green]valid:[/] the book passes every schema and cross-table check")
+
+
+@step.register
+def _(s: steps.Summarised) -> None:
+    summary(s.book, s.summary)
+
+
+@step.register
+def _(s: steps.FeaturesBuilt) -> None:
+    console.print()
+    features(s.month, s.files)
+
+
+@step.register
+def _(s: steps.TrainingSets) -> None:
+    training_sets(s.specs, s.sets, s.splits)
+
+
+@step.register
+def _(s: steps.Trained) -> None:
+    trained(s.results)
+
+
+@step.register
+def _(s: steps.Promoted) -> None:
+    decisions(s.decisions)
+    console.print("MLflow runs and the registry: [bold]make ui[/]")
+
+
+@step.register
+def _(s: steps.Stopped) -> None:
+    console.print(f"[yellow]{s.why}[/]")
+
+
+@step.register
+def _(s: steps.Scored) -> None:
+    console.print()
+    scored(s.result)
+
+
+@step.register
+def _(s: steps.Monitored) -> None:
+    console.print()
+    monitored(s.result)
+
+
+@step.register
+def _(s: steps.Reviewing) -> None:
+    console.print(
+        f"\n[bold]Review[/]: {s.month} is the earliest month every champion can be judged on "
+        "(out of time, outcomes known); scoring it, then reviewing it"
+    )
+
+
+@step.register
+def _(s: steps.Reviewed) -> None:
+    reviewed(s.result)
+
+
+@step.register
+def _(s: steps.Finished) -> None:
+    console.print(
+        "\n[bold]The API[/]: start it with [bold]make serve[/] (or bookpulse serve), then:"
+    )
+    console.print("  " + s.curl, soft_wrap=True, markup=False)
+    console.print(
+        "\n[bold]Reports[/] (open in a browser; also in MLflow, experiment "
+        "bookpulse-monitoring): " + ", ".join(str(p) for p in s.reports)
+    )

@@ -1,0 +1,173 @@
+"""`bookpulse review`: a scored month whose outcome windows have closed, against what each
+model's validation pack promised (`bookpulse.model.realised`), and each action list's listed
+rows against the same RMs' unlisted ones; an HTML report and an MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from bookpulse.adapters import tracking
+from bookpulse.adapters.champions import load_champions
+from bookpulse.adapters.publish import Manifest, default_out, read_scores
+from bookpulse.adapters.registry import first_test_month, run_metrics
+from bookpulse.adapters.report import log_report_run, reports_dir, review_html, write_page
+from bookpulse.book import io
+from bookpulse.config import get_settings
+from bookpulse.errors import MonitorError
+from bookpulse.jobs.monitor import Report
+from bookpulse.labels import labelled_months, labels_for_month
+from bookpulse.model.realised import Realised, list_outcomes, list_totals, realised
+from bookpulse.specs import ModelSpec, Playbook, load_model_specs, load_playbook
+
+PROMISED = (
+    "auc",
+    "lift_top10",
+    "ece",
+    "ece_noise",
+    "event_rate",
+    "mean_probability",
+    "oe_month_max_dev",
+)
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    """A scored month to review. `None`: the home's book, `$BOOKPULSE_HOME/scores/MONTH`."""
+
+    home: Path
+    scored: str
+    book: Path | None = None
+    scores: Path | None = None
+
+
+@dataclass
+class ReviewResult:
+    report: Report
+    results: dict[str, Realised]
+    skipped: dict[str, str]  # model or list -> why it was not reviewed
+
+
+def earliest_reviewable(home: Path) -> str:
+    """The earliest month every champion can be reviewed on: the latest of their test
+    windows' first months."""
+    tracking.configure(home)
+    champions = load_champions(list(load_model_specs().values()))
+    return max(first_test_month(c.run_id) for c in champions.values())
+
+
+def realised_outcomes(
+    book: Path, scored: str, out: Path, specs: dict[str, ModelSpec], playbook: Playbook
+) -> tuple[dict[str, Realised], dict[str, tuple[str, pd.DataFrame, dict]], dict[str, str]]:
+    """Realised outcomes of scored month `scored` (published at `out`) against the promise of
+    the models that scored it, and of its lists."""
+    manifest = Manifest.read(out)
+    if io.month_key(manifest.as_of) != scored:
+        raise MonitorError(
+            f"{out} holds the scores of {manifest.as_of}, not {scored}: point --scores at the "
+            f"folder of {scored}"
+        )
+    months = io.read_meta(book)["months"]
+    results: dict[str, Realised] = {}
+    tables: dict[str, pd.DataFrame] = {}  # each score file read once
+    outcomes: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, str] = {}
+    for name, used in manifest.models.items():
+        spec = specs.get(name)
+        if spec is None:
+            skipped[name] = "no model spec of that name any more"
+            continue
+        if scored not in labelled_months(months, spec.target):
+            skipped[name] = (
+                f"its outcome window has not closed in the book (last month {months[-1]})"
+            )
+            continue
+        try:
+            first = first_test_month(used.run_id)
+            promised_all = run_metrics(used.run_id)
+        except MlflowException:
+            skipped[name] = f"run {used.run_id} of version {used.version} is not in MLflow"
+            continue
+        if not first:
+            skipped[name] = (
+                f"run {used.run_id} logged no test window: the month cannot be shown to be "
+                "out of time for it"
+            )
+            continue
+        if scored < first:
+            skipped[name] = (
+                f"version {used.version} was fitted, calibrated or embargoed on months "
+                f"before {first}: a review of {scored} would be in-sample"
+            )
+            continue
+        key, word, prefix = spec.id_column, spec.target.label, spec.prefix
+        if spec.entity not in tables:
+            tables[spec.entity] = read_scores(out, spec.entity)
+        table = tables[spec.entity]
+        labels = labels_for_month(book, spec.target, scored, months)[[key, word]]
+        joined = table[[key, "branch_id", "rm_id", f"{prefix}_probability", f"{prefix}_decile"]]
+        joined = joined.dropna(subset=[f"{prefix}_probability"]).merge(labels, on=key)
+        promised = {k: float(promised_all[k]) for k in PROMISED if k in promised_all}
+        results[name] = realised(
+            name,
+            joined[word].to_numpy(int),
+            joined[f"{prefix}_probability"].to_numpy(float),
+            joined[f"{prefix}_decile"].to_numpy(int),
+            promised,
+        )
+        outcomes[name] = joined.rename(columns={key: "id", word: "y"})[
+            ["id", "branch_id", "rm_id", "y"]
+        ]
+    lists = {}
+    for list_name, action_list in playbook.lists.items():
+        path = out / "lists" / f"{list_name}.parquet"
+        if action_list.model not in outcomes:
+            continue  # its model was not reviewed (said above)
+        if not path.is_file():
+            skipped[f"list {list_name}"] = f"{path} is missing"
+            continue
+        spec = specs[action_list.model]
+        listed = pd.read_parquet(path)
+        word = spec.target.label
+        table = list_outcomes(outcomes[action_list.model], listed[spec.id_column].dropna(), word)
+        lists[list_name] = (word, table, list_totals(table, word))
+    if not results:
+        raise MonitorError(
+            f"nothing to review for {scored}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+    return results, lists, skipped
+
+
+def review(request: ReviewRequest) -> ReviewResult:
+    """Review one scored month; write the page and log the run."""
+    home = Path(request.home)
+    book = request.book or get_settings().book_dir
+    scored = io.month_key(request.scored)
+    out = Path(request.scores) if request.scores else default_out(home, scored)
+    tracking.configure(home)
+    try:
+        results, lists, skipped = realised_outcomes(
+            book, scored, out, load_model_specs(), load_playbook()
+        )
+    except (OSError, KeyError, ValueError) as exc:  # missing or damaged score files
+        raise MonitorError(
+            f"reviewing {scored} failed: {type(exc).__name__}: {exc} (re-score the month with "
+            f"`bookpulse score --as-of {scored}`)"
+        ) from None
+    page = reports_dir(home) / f"review-{scored}.html"
+    write_page(page, review_html(scored, results, lists, skipped))
+    metrics, tags = {}, {}
+    for name, r in results.items():
+        for k, v in r.metrics.items():
+            metrics[f"{name}.{k}"] = v
+        for k, v in r.promised.items():
+            metrics[f"{name}.promised_{k}"] = v
+        tags[f"{name}.verdict"] = r.verdict
+    for list_name, (_, _, totals) in lists.items():
+        metrics[f"list.{list_name}.listed_rate"] = totals["listed_rate"]
+        metrics[f"list.{list_name}.not_listed_rate"] = totals["not_listed_rate"]
+    run_id = log_report_run(home, "review", scored, metrics, tags, page)
+    return ReviewResult(Report(scored, page, run_id), results, skipped)
