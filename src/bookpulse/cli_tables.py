@@ -228,6 +228,8 @@ def scored(result) -> None:
         f"[green]published[/] {result.out}: customers.parquet, cards.parquet, lists/*.csv and "
         f"*.parquet, manifest.json; [dim]{result.online}[/]"
     )
+    for name, why in result.not_scored.items():
+        console.print(f"[yellow]{name} not scored:[/] {why}")
 
 
 def monitored(result) -> None:
@@ -245,6 +247,8 @@ def monitored(result) -> None:
             "; ".join(d.reasons[:3]) or "-",
         )
     console.print(table)
+    for name, why in result.not_monitored.items():
+        console.print(f"[yellow]{name} not monitored:[/] {why}")
     console.print(
         f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
     )

@@ -32,4 +32,22 @@ def load_champion(spec: ModelSpec, threads: int = 0) -> Champion:
 
 
 def load_champions(specs: list[ModelSpec], threads: int = 0) -> dict[str, Champion]:
+    """Every spec's champion; a model without one is refused (NoChampion says what to do)."""
     return {s.name: load_champion(s, threads) for s in specs}
+
+
+def available_champions(
+    specs: list[ModelSpec], threads: int = 0
+) -> tuple[dict[str, Champion], dict[str, str]]:
+    """The champions there are, and for each model without one, why: a target just declared
+    in models/ and not yet trained and promoted does not stop the others' monthly batch, API
+    or monitor. Refused (NoChampion) when no model has a champion at all."""
+    found, missing = {}, {}
+    for spec in specs:
+        try:
+            found[spec.name] = load_champion(spec, threads)
+        except NoChampion as exc:
+            missing[spec.name] = str(exc)
+    if not found:
+        raise NoChampion("; ".join(missing.values()) or "no model specs in models/")
+    return found, missing

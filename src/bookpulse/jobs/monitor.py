@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bookpulse.adapters import tracking
-from bookpulse.adapters.champions import load_champions
+from bookpulse.adapters.champions import available_champions
 from bookpulse.adapters.registry import load_reference
 from bookpulse.adapters.report import log_report_run, monitor_html, reports_dir, write_page
 from bookpulse.book import io
@@ -44,6 +44,7 @@ class Report:
 class MonitorResult:
     report: Report
     drifts: dict[str, Drift]
+    not_monitored: dict[str, str]  # model -> why (no champion yet)
 
 
 def drifts(book: Path, as_of: str, champions: dict[str, Champion]) -> dict[str, Drift]:
@@ -72,7 +73,7 @@ def monitor(request: MonitorRequest) -> MonitorResult:
     book = request.book or get_settings().book_dir
     as_of = io.month_key(request.as_of) if request.as_of else latest_month(book)
     tracking.configure(home)
-    champions = load_champions(list(load_model_specs().values()))
+    champions, missing = available_champions(list(load_model_specs().values()))
     try:
         found = drifts(book, as_of, champions)
     except (OSError, KeyError, ValueError) as exc:  # unreadable files, a damaged reference
@@ -95,4 +96,4 @@ def monitor(request: MonitorRequest) -> MonitorResult:
         tags[f"{name}.version"] = versions[name]
     tags["verdict"] = worst(d.verdict for d in found.values())
     run_id = log_report_run(home, "monitor", as_of, metrics, tags, page)
-    return MonitorResult(Report(as_of, page, run_id), found)
+    return MonitorResult(Report(as_of, page, run_id), found, missing)

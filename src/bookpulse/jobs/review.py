@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from bookpulse.adapters import tracking
-from bookpulse.adapters.champions import load_champions
+from bookpulse.adapters.champions import available_champions
 from bookpulse.adapters.publish import Manifest, default_out, read_scores
 from bookpulse.adapters.registry import first_test_month, run_metrics
 from bookpulse.adapters.report import log_report_run, reports_dir, review_html, write_page
@@ -55,7 +55,7 @@ def earliest_reviewable(home: Path) -> str:
     """The earliest month every champion can be reviewed on: the latest of their test
     windows' first months."""
     tracking.configure(home)
-    champions = load_champions(list(load_model_specs().values()))
+    champions, _ = available_champions(list(load_model_specs().values()))
     return max(first_test_month(c.run_id) for c in champions.values())
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 import pandas as pd
 
 from bookpulse.adapters import tracking
-from bookpulse.adapters.champions import load_champions
+from bookpulse.adapters.champions import available_champions
 from bookpulse.adapters.publish import Manifest, Timer, default_out, publish_month
 from bookpulse.adapters.store import OnlineStore, Snapshot, open_store
 from bookpulse.book import io
@@ -62,6 +62,7 @@ class ScoreResult:
     manifest: Manifest
     out: Path
     online: str  # what became of the online store, in a sentence
+    not_scored: dict[str, str]  # model -> why (no champion yet)
 
 
 def latest_month(book: Path) -> str:
@@ -104,7 +105,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
     playbook = read_playbook()
     tracking.configure(home)
-    champions = load_champions(list(load_model_specs().values()))
+    champions, not_scored = available_champions(list(load_model_specs().values()))
     store, online = online_store_for(month, home)
     if request.engine == "spark":
         from bookpulse.jobs.score_spark import score_month_spark
@@ -118,7 +119,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
         manifest = score_month(
             book, month, champions, catalogs, playbook, out, progress, online=store
         )
-    return ScoreResult(manifest=manifest, out=out, online=online)
+    return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
 
 
 def score_month(

@@ -128,13 +128,15 @@ for _name in ("bentoml", "bentoml._internal.server.http_app", "bentoml.access"):
 def build_scorer() -> Scorer:
     """Champions from the registry, the online store, the playbook and the catalog."""
     from bookpulse.adapters import tracking
-    from bookpulse.adapters.champions import load_champions
+    from bookpulse.adapters.champions import available_champions
     from bookpulse.adapters.store import open_store
     from bookpulse.specs import load_feature_catalog, load_model_specs, load_playbook
 
     s = get_settings()
     tracking.configure(s.home)
-    champions = load_champions(list(load_model_specs().values()), threads=1)
+    champions, missing = available_champions(list(load_model_specs().values()), threads=1)
+    for why in missing.values():
+        logger.warning("not served: %s", why)
     catalog = load_feature_catalog()
     scorer = Scorer(
         champions=champions,
