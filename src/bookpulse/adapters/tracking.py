@@ -28,11 +28,20 @@ def tracking_uri(home: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home).resolve()}/mlflow.db"
 
 
+_configured: tuple | None = None  # (tracking URI, registry URI) set by the last call
+
+
 def configure(home: Path) -> str:
+    """Point MLflow at the home's tracking store (or MLFLOW_TRACKING_URI). Each job calls it
+    once on entry; a call that changes nothing does nothing (the demo runs several jobs)."""
+    global _configured
     home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
     before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     uri = tracking_uri(home)
+    wanted = (uri, before["MLFLOW_REGISTRY_URI"] or uri)
+    if wanted == _configured and mlflow.get_tracking_uri() == uri:
+        return uri
+    home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     # the registry follows tracking unless the user pointed it elsewhere
     mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or uri)
@@ -44,6 +53,7 @@ def configure(home: Path) -> str:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    _configured = wanted
     return uri
 
 
