@@ -46,8 +46,8 @@ def _stage(stage: str, book: Path) -> None:
         customers, cards = build_from_book(book, END)
         rows = {"customers": len(customers), "cards": len(cards)}
     else:
-        from bookpulse.specs import load_model_specs
         from bookpulse.model.dataset import training_set, training_sets
+        from bookpulse.specs import load_model_specs
 
         specs = load_model_specs()
         months = [str(p) for p in __import__("pandas").period_range("2025-08", "2026-07", freq="M")]

@@ -32,7 +32,14 @@ from bookpulse.adapters.publish import Manifest, Timer, publish_month
 from bookpulse.adapters.store import BATCH_ROWS, KEYS, Snapshot, records
 from bookpulse.book import io
 from bookpulse.jobs.score import check_month
-from bookpulse.model.batch import CARD_BASE, CUSTOMER_BASE, add_ranks, online_rows, score_rows
+from bookpulse.model.batch import (
+    CARD_BASE,
+    CUSTOMER_BASE,
+    add_ranks,
+    online_rows,
+    planned_lists,
+    score_rows,
+)
 from bookpulse.model.core import Champion, score_columns
 from bookpulse.model.fit import ScoringModel
 from bookpulse.model.lists import LIST_COLUMNS, action_list
@@ -316,14 +323,10 @@ def _lists(
     """Each list built per RM by `action_list` on Spark, gathered to the driver (a list is
     capped by the RMs' capacity, so it is small)."""
     out = {}
-    for name, lst in playbook.lists.items():
-        spec = specs.get(lst.model)
-        if spec is None:
-            continue
-        scored = card if spec.entity == "card" else cust
-        prefix = spec.prefix
-        if f"{prefix}_probability" not in scored.columns:
-            continue
+    tables = {"customer": cust, "card": card}
+    columns = {e: list(t.columns) for e, t in tables.items()}
+    for name, lst, spec in planned_lists(playbook, specs, columns):
+        scored, prefix = tables[spec.entity], spec.prefix
         build = _list_builder(name, lst, prefix, spec.id_column, rms, branches)
 
         schema = ", ".join(f"`{c}` {_list_type(c)}" for c in LIST_COLUMNS)

@@ -18,7 +18,7 @@ from bookpulse.errors import ScoringError
 from bookpulse.labels import in_population
 from bookpulse.model.core import Champion, percentile_and_decile, rank_in_book, score_frame
 from bookpulse.model.lists import action_list
-from bookpulse.specs import FeatureSpec, ModelSpec, Playbook
+from bookpulse.specs import ActionList, FeatureSpec, ModelSpec, Playbook
 
 CHUNK_ROWS = 100_000
 CUSTOMER_BASE = ["customer_id", "as_of", "branch_id", "rm_id", "segment", "tier"]
@@ -133,6 +133,19 @@ def add_ranks(
     return out
 
 
+def planned_lists(
+    playbook: Playbook, specs: dict[str, ModelSpec], columns: dict[str, list[str]]
+) -> list[tuple[str, ActionList, ModelSpec]]:
+    """The playbook's lists whose model scored this month: (list name, list, its model's
+    spec), given each entity's score-table `columns`."""
+    out = []
+    for name, lst in playbook.lists.items():
+        spec = specs.get(lst.model)
+        if spec is not None and f"{spec.prefix}_probability" in columns[spec.entity]:
+            out.append((name, lst, spec))
+    return out
+
+
 def build_lists(
     customers: pd.DataFrame,
     cards: pd.DataFrame,
@@ -142,16 +155,14 @@ def build_lists(
     specs: dict[str, ModelSpec],
 ) -> dict[str, pd.DataFrame]:
     """Each playbook list whose model scored this month, from its entity's score table."""
-    out = {}
-    for name, lst in playbook.lists.items():
-        spec = specs.get(lst.model)
-        if spec is None:
-            continue
-        scored = cards if spec.entity == "card" else customers
-        if f"{spec.prefix}_probability" not in scored:
-            continue
-        out[name] = action_list(name, lst, scored, spec.prefix, spec.id_column, rms, branches)
-    return out
+    tables = {"customer": customers, "card": cards}
+    columns = {e: list(t.columns) for e, t in tables.items()}
+    return {
+        name: action_list(
+            name, lst, tables[spec.entity], spec.prefix, spec.id_column, rms, branches
+        )
+        for name, lst, spec in planned_lists(playbook, specs, columns)
+    }
 
 
 def online_rows(

@@ -15,14 +15,21 @@ The mechanics follow DOMAIN.md; every number below is a choice, documented in th
   tends to, u a mean-reverting AR(1) wobble and season the segment's calendar (growers' spring
   dip and post-harvest inflow, merchants' new-year cash need, year-end bonuses). Engaged
   customers sometimes consolidate part of their external assets here (mu jumps), more often
-  when the gap to their household wealth is wide and the RM is close; leaving customers drain.
+  when the gap to their household wealth is wide and the RM is close; leaving customers drain;
+* product lines that come and go; engaged customers take up a wealth product with monthly odds
+  (``_wealth_take_up``) that rise with the tier (effective and mid above all, potential low),
+  the assets held elsewhere, an RM contact in the month just ended, value-added services,
+  payroll, mobile banking and the segment (business owners, elderly, women).
 
 The truth (``truth/``) is the probability of each labelled event given the customer's true
 state at the month-end, computed from the same transition law: churn by running the
 engagement chain three months ahead; tier upgrade by summing over the chain's paths the normal
 probability that x crosses the next tier boundary (AR(1) terms exact, one consolidation at
-most); card activation from the card's own activation propensity and first-use delay. The
-slowly changing drivers (product lines, payroll, services, linked attrition) are held at
+most); wealth take-up (``p_wealth_3m``, for customers without a wealth product) as one minus
+the chance of no take-up in any month the chain spends engaged, the first month with the RM
+contacts just seen and the later ones averaged over their Poisson draws; card activation from
+the card's own activation propensity and first-use delay. The slowly changing drivers (product
+lines, payroll, services, linked attrition, the tier and the gap for take-up) are held at
 their month-end values over the window; that is the one approximation.
 
 Shocks (``BookSpec.shocks``) change the world from a given month on, for the monitoring and the
