@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench lock clean ui serve
+.PHONY: install demo test test-fast lint bench lock clean ui serve
 
 BOOKPULSE_HOME ?= data
 
@@ -35,6 +35,13 @@ lint: $(STAMP)
 
 test: lint  ## ruff, then the whole test suite
 	$(BIN)/pytest -n 2 --dist loadfile -q
+
+# the pure layers alone (specs, book, features, labels, model, the layer check): about a minute
+FAST := tests/test_layers.py tests/specs tests/book/test_validate.py tests/features tests/labels \
+	tests/model tests/adapters/test_legacy_pyfunc.py
+
+test-fast: lint  ## ruff, then the fast pure tests only
+	$(BIN)/pytest -n 2 --dist loadfile -q $(FAST)
 
 bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
 	$(BIN)/python benchmarks/generate_book.py
