@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from bookpulse import labels
 from bookpulse.book import io
-from bookpulse.synthetic.simulate import SHOCK_KINDS, BookSpec, Shock, generate_book
 from bookpulse.domain import is_attrited, tier_index
+from bookpulse.specs import load_model_specs
+from bookpulse.synthetic.simulate import SHOCK_KINDS, BookSpec, Shock, generate_book
 
 SPEC = BookSpec(customers=4_000, months=16, seed=21, end_month="2026-10")  # 2025-07 .. 2026-10
 SHOCK_MONTH = "2026-04"
@@ -171,10 +172,11 @@ def test_rate_cut_truth_follows_the_shocked_world(books: dict[str, Path]) -> Non
         for k in ("base", "rate_cut")
     }
     # labelled months from the shock on: the truth rises with the realised churn and matches it
-    window = [m for m in labels.labelled_months(months, "churn") if m >= SHOCK_MONTH]
+    churn = load_model_specs()["churn"].target
+    window = [m for m in labels.labelled_months(months, churn) if m >= SHOCK_MONTH]
     realised = np.mean(
         [
-            labels.labels_for_month(books["rate_cut"], "churn", m, months)["churned"].mean()
+            labels.labels_for_month(books["rate_cut"], churn, m, months)["churned"].mean()
             for m in window
         ]
     )
@@ -217,7 +219,8 @@ def test_card_campaign_issues_many_bulk_cards_that_rarely_activate(
     p = truth.groupby("month")["p_activate_30d"].mean()
     assert p[during].mean() < 0.5 * p[before].mean()
     as_of = io.month_end(SHOCK_MONTH)
-    realised = labels.card_activation_labels(io.read_static(books["card_campaign"], "cards"), as_of)
+    issued = io.read_static(books["card_campaign"], "cards")
+    realised = labels.first_use_labels(issued, as_of, 30, "activated")
     assert abs(realised["activated"].mean() - p[SHOCK_MONTH]) < 0.05
 
 
@@ -286,10 +289,11 @@ def test_bad_shock_is_refused_with_a_clear_message(text: str, words: list[str]) 
 def cli(monkeypatch):
     from rich.console import Console
 
-    from bookpulse import cli
+    from bookpulse import cli, cli_tables
 
-    monkeypatch.setattr(cli, "console", Console(width=200))
-    monkeypatch.setattr(cli, "err", Console(width=200, stderr=True))
+    for module in (cli, cli_tables):
+        monkeypatch.setattr(module, "console", Console(width=200))
+        monkeypatch.setattr(module, "err", Console(width=200, stderr=True))
     runner = CliRunner()
     return lambda *args: runner.invoke(cli.app, list(args), terminal_width=200)
 

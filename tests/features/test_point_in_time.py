@@ -23,9 +23,9 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from bookpulse.book import io
-from bookpulse.synthetic.simulate import BookSpec, generate_book
 from bookpulse.domain import CARD_CHANNELS, CARD_PRODUCTS, REGIONS, RELATIONSHIP_KINDS, SEGMENTS
 from bookpulse.features import BookFrames, build_features, build_from_book, read_frames
+from bookpulse.synthetic.simulate import BookSpec, generate_book
 
 SPEC = BookSpec(customers=600, months=14, seed=11, end_month="2026-10")
 MONTHS = SPEC.month_keys()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bookpulse import cli
+from bookpulse import cli, cli_tables
 from bookpulse.book import io
 
 runner = CliRunner()
@@ -19,7 +19,9 @@ def wide_console(monkeypatch) -> None:
     """Tables wrap at 80 columns in a captured stream; read them at a terminal's width."""
     from rich.console import Console
 
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    for module in (cli, cli_tables):  # cli prints a few lines itself, cli_tables the rest
+        monkeypatch.setattr(module, "console", Console(width=200))
+        monkeypatch.setattr(module, "err", Console(width=200, stderr=True))
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -111,8 +113,10 @@ def test_book_home_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_demo_generates_validates_and_summarises(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "DEMO_CUSTOMERS", 800)
-    monkeypatch.setattr(cli, "DEMO_MONTHS", 24)
+    from bookpulse.jobs import demo
+
+    monkeypatch.setattr(demo, "CUSTOMERS", 800)
+    monkeypatch.setattr(demo, "MONTHS", 24)
     env = {"BOOKPULSE_HOME": str(tmp_path)}
     res = run("demo", env=env)
     assert res.exit_code == 0, res.output

@@ -14,13 +14,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from bookpulse import cli
-from bookpulse.synthetic.simulate import BookSpec, Shock, generate_book
-from bookpulse.jobs.monitor import EXPERIMENT, MonitorError, monitor, review
-from bookpulse.jobs.score import score_month
-from bookpulse.adapters.champions import load_champions
-from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
+from bookpulse import cli, cli_tables
 from bookpulse.adapters import tracking
+from bookpulse.adapters.champions import load_champions
+from bookpulse.adapters.publish import default_out
+from bookpulse.adapters.report import EXPERIMENT
+from bookpulse.errors import BookpulseError, MonitorError
+from bookpulse.jobs.monitor import drifts as month_drifts
+from bookpulse.jobs.review import ReviewRequest, realised_outcomes, review
+from bookpulse.jobs.score import score_month
+from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
+from bookpulse.synthetic.simulate import BookSpec, Shock, generate_book
 
 CALM = BookSpec(customers=5_000, months=24, seed=21, end_month="2026-10")
 RATE_CUT, CAMPAIGN = "2026-06", "2026-07"
@@ -67,14 +71,22 @@ def home(books, tmp_path_factory) -> Path:
     return home
 
 
+def outcomes(home: Path, book: Path, month: str, scores: Path):
+    """The review's figures for a scored month: (results, lists, skipped)."""
+    tracking.configure(home)
+    return realised_outcomes(book, month, scores, load_model_specs(), load_playbook())
+
+
 @pytest.fixture(scope="module")
 def champions(home):
-    return load_champions(home, list(load_model_specs().values()))
+    tracking.configure(home)
+    return load_champions(list(load_model_specs().values()))
 
 
 @pytest.fixture(scope="module")
 def drifts(home, books, champions):
-    return {name: monitor(home, book, MONITORED, champions) for name, book in books.items()}
+    tracking.configure(home)
+    return {name: month_drifts(book, MONITORED, champions) for name, book in books.items()}
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +97,8 @@ def reviews(home, books, champions):
     for name, book in books.items():
         for month in sorted(set(REVIEWED.values())):
             scores = home / f"scores-{name}" / month
-            score_month(book, home, month, champions, catalogs, load_playbook(), scores)
-            out[name, month] = review(
-                home, book, month, load_model_specs(), load_playbook(), out=scores
-            )
+            score_month(book, month, champions, catalogs, load_playbook(), scores)
+            out[name, month] = outcomes(home, book, month, scores)
     return out
 
 
@@ -114,12 +124,16 @@ def test_the_card_campaign_is_flagged(drifts):
 def test_the_calm_months_are_as_promised(reviews):
     for month in sorted(set(REVIEWED.values())):
         results, lists, skipped = reviews["calm", month]
-        assert set(results) == {"churn", "tier_upgrade", "card_activation"}, skipped
+        assert set(results) == {"churn", "tier_upgrade", "card_activation", "wealth_take_up"}, (
+            skipped
+        )
         for model in ("churn", "card_activation"):  # the models the shocks will hit
             r = results[model]
             assert not any("miscalibrated" in x for x in r.reasons), (month, model, r.reasons)
         churn = lists["retention"][2]
         assert churn["listed_rate"] > churn["not_listed_rate"]  # the list found the leavers
+        assert set(lists) == {"retention", "upgrade", "activation", "cross_sell"}
+        assert lists["cross_sell"][0] == "took_up"  # the outcome word is the spec's label
 
 
 def test_the_shocks_show_as_miscalibration(reviews):
@@ -137,7 +151,8 @@ def test_the_shocks_show_as_miscalibration(reviews):
 def test_the_cli_writes_reports_and_logs_them(home, books, reviews, monkeypatch):
     from rich.console import Console
 
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    for module in (cli, cli_tables):
+        monkeypatch.setattr(module, "console", Console(width=200))
     env = {"BOOKPULSE_HOME": str(home)}
     runner = CliRunner()
     res = runner.invoke(
@@ -147,7 +162,7 @@ def test_the_cli_writes_reports_and_logs_them(home, books, reviews, monkeypatch)
     assert "act" in res.output
     page = home / "reports" / f"monitor-{MONITORED}.html"
     text = page.read_text()
-    assert text.count('src="data:image/png;base64,') == 3  # one figure per model
+    assert text.count('src="data:image/png;base64,') == 4  # one figure per model
     scores = home / "scores-shocked" / CHURN_MONTH
     args = ["review", "--scored", CHURN_MONTH, "--book", str(books["shocked"])]
     res = runner.invoke(cli.app, [*args, "--scores", str(scores)], env=env)
@@ -168,7 +183,9 @@ def test_the_cli_writes_reports_and_logs_them(home, books, reviews, monkeypatch)
 def test_a_folder_of_another_month_is_refused(home, books, reviews):
     scores = home / "scores-calm" / CHURN_MONTH
     with pytest.raises(MonitorError, match=f"holds the scores of {CHURN_MONTH}, not 2026-06"):
-        review(home, books["calm"], "2026-06", load_model_specs(), load_playbook(), out=scores)
+        outcomes(home, books["calm"], "2026-06", scores)
+    with pytest.raises(MonitorError, match=f"holds the scores of {CHURN_MONTH}, not 2026-06"):
+        review(ReviewRequest(home, "2026-06", books["calm"], scores))
 
 
 def test_tier_upgrade_is_monitored_on_the_customers_it_scores(drifts, books):
@@ -177,15 +194,20 @@ def test_tier_upgrade_is_monitored_on_the_customers_it_scores(drifts, books):
     customers, _ = build_features(read_frames(books["calm"], MONITORED), MONITORED)
     below_top = int((customers["tier"] != "private").sum())
     assert drifts["calm"]["tier_upgrade"].rows == below_top < len(customers)
+    without_wealth = int((customers["has_wealth"] == 0).sum())
+    assert drifts["calm"]["wealth_take_up"].rows == without_wealth < len(customers)
 
 
 def test_a_month_not_scored_or_in_sample_is_refused(home, books, reviews):
-    with pytest.raises(MonitorError, match="bookpulse score --as-of 2026-08"):
-        review(home, books["calm"], "2026-08", load_model_specs(), load_playbook())
+    # no manifest at the default folder ($BOOKPULSE_HOME/scores/2026-08): score it first
+    assert not default_out(home, "2026-08").exists()
+    with pytest.raises(BookpulseError, match="holds no published month") as err:
+        review(ReviewRequest(home, "2026-08", books["calm"]))
+    assert "bookpulse score --as-of" in str(err.value)
     manifest = json.loads((home / "scores-calm" / CHURN_MONTH / "manifest.json").read_text())
     manifest["as_of"] = "2026-01"
     early = home / "early" / "2026-01"
     early.mkdir(parents=True)
     (early / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MonitorError, match="in-sample"):
-        review(home, books["calm"], "2026-01", load_model_specs(), load_playbook(), out=early)
+        outcomes(home, books["calm"], "2026-01", early)

@@ -9,22 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bookpulse.adapters import publish
+from bookpulse.adapters.publish import default_out, file_entries, read_scores
 from bookpulse.book import io
-from bookpulse.jobs import score as batch
+from bookpulse.errors import BookpulseError, ScoringError
+from bookpulse.jobs.score import score_month
 from bookpulse.model.lists import rm_caps
-from bookpulse.jobs.score import ScoringError, file_entries, read_scores, score_month
 
 
 @pytest.fixture(scope="module")
 def scored(trainable_book, champions, catalogs, playbook, score_month, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    out = home / "scores" / score_month
+    out = default_out(home, score_month)
     manifest = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
     return home, out, manifest
 
 
 def score_month_run(book, home, month, champions, catalogs, playbook, out=None):
-    return score_month(book, home, month, champions, catalogs, playbook, out)
+    out = out or default_out(home, month)
+    return score_month(book, month, champions, catalogs, playbook, out)
 
 
 def test_every_active_customer_and_new_card_is_scored(scored, trainable_book, score_month):
@@ -32,16 +35,23 @@ def test_every_active_customer_and_new_card_is_scored(scored, trainable_book, sc
 
     _, out, manifest = scored
     customers, cards = build_from_book(trainable_book, score_month)
-    cust = read_scores(out, "customers")
+    cust = read_scores(out, "customer")
     assert list(cust["customer_id"]) == sorted(customers["customer_id"])
     assert cust["churn_probability"].between(0, 1).all()
     private = cust["tier"] == "private"
+    assert private.any()
     assert cust.loc[~private, "upgrade_probability"].notna().all()
     assert cust.loc[private, "upgrade_probability"].isna().all()
-    card = read_scores(out, "cards")
+    # wealth take-up scores the customers holding no wealth product at T, and only them
+    holds = customers.set_index("customer_id")["has_wealth"].reindex(cust["customer_id"]) > 0
+    holds = holds.to_numpy()
+    assert holds.any() and not holds.all()
+    assert cust.loc[~holds, "wealth_probability"].between(0, 1).all()
+    assert cust.loc[holds, "wealth_probability"].isna().all()
+    card = read_scores(out, "card")
     assert sorted(card["card_id"]) == sorted(cards["card_id"])
-    assert manifest["rows_out"]["customers"] == len(cust)
-    assert manifest["rows_in"]["active_customers"] == len(customers)
+    assert manifest.rows_out["customers"] == len(cust)
+    assert manifest.rows_in["active_customers"] == len(customers)
     # deciles split the book in tenths, decile 1 holding the highest scores
     counts = cust["churn_decile"].value_counts()
     assert counts.max() - counts.min() <= 0.02 * len(cust) + 2
@@ -60,12 +70,26 @@ def test_the_manifest_names_models_and_checks_every_file(scored, champions):
         "lists/retention.parquet",
         "lists/upgrade.csv",
         "lists/activation.csv",
+        "lists/cross_sell.csv",
     }
+    assert set(on_disk["models"]) == set(champions) == set(manifest.models)
     for name, m in on_disk["models"].items():
         assert m["version"] == "7" and m["spec_hash"] == champions[name].spec.spec_hash
+        assert manifest.models[name].version == "7"
+    # the typed manifest is what is on disk
+    assert publish.Manifest.read(out) == manifest
+    assert manifest.model_dump(mode="json") == on_disk
     assert {"validate", "features", "scoring", "lists", "write", "total"} <= set(
         on_disk["timings_seconds"]
     )
+
+
+def test_a_folder_without_a_manifest_or_with_a_broken_one_is_refused(tmp_path):
+    with pytest.raises(BookpulseError, match="holds no published month"):
+        publish.Manifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"as_of": "2026-09"}')
+    with pytest.raises(BookpulseError, match="is not a scoring manifest"):
+        publish.Manifest.read(tmp_path)
 
 
 def test_lists_are_ranked_capped_per_rm_and_carry_an_action(scored, trainable_book, playbook):
@@ -94,7 +118,7 @@ def test_a_rerun_gives_identical_files_and_duplicates_nothing(
 ):
     home, out, first = scored
     again = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
-    assert again["files"] == first["files"]
+    assert again.files == first.files
     siblings = [p.name for p in out.parent.iterdir()]
     assert siblings == [score_month], "no temporary or old folders left behind"
 
@@ -108,7 +132,7 @@ def test_a_crash_mid_run_publishes_nothing_and_keeps_the_last_month(
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(batch, "_write_table", boom)
+    monkeypatch.setattr(publish, "_write_table", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
     monkeypatch.undo()
@@ -116,7 +140,7 @@ def test_a_crash_mid_run_publishes_nothing_and_keeps_the_last_month(
     assert [p.name for p in out.parent.iterdir()] == [score_month]
     # and a re-run completes cleanly
     after = score_month_run(trainable_book, home, score_month, champions, catalogs, playbook)
-    assert after["files"] == before
+    assert after.files == before
 
 
 def test_a_bad_book_is_refused_before_anything_is_written(

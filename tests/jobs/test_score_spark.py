@@ -10,9 +10,9 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from bookpulse.jobs import score as batch
-from bookpulse.jobs.score import read_scores
+from bookpulse.adapters.publish import read_scores
 from bookpulse.adapters.store import SqliteStore
+from bookpulse.jobs import score as batch
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,6 @@ def test_spark_and_local_engines_agree(
     spark_store = SqliteStore(tmp_path / "online-spark.sqlite")
     a = batch.score_month(
         trainable_book,
-        tmp_path,
         score_month,
         champions,
         catalogs,
@@ -50,7 +49,6 @@ def test_spark_and_local_engines_agree(
     try:
         b = score_month_spark(
             trainable_book,
-            tmp_path,
             score_month,
             champions,
             catalogs,
@@ -62,13 +60,15 @@ def test_spark_and_local_engines_agree(
         )
     finally:
         session().stop()
-    assert a["rows_out"] == b["rows_out"]
-    assert b["engine"].startswith("spark")
-    for name in ("customers", "cards"):
-        x, y = read_scores(local, name), read_scores(on_spark, name)
+    assert a.rows_out == b.rows_out
+    assert b.engine.startswith("spark")
+    assert set(a.models) == set(b.models) == set(champions)
+    for entity in ("customer", "card"):
+        x, y = read_scores(local, entity), read_scores(on_spark, entity)
         assert list(x.columns) == list(y.columns)
         pd.testing.assert_frame_equal(x, y, check_dtype=False, check_exact=True)
-    for name in ("retention", "upgrade", "activation"):
+    assert "wealth_probability" in read_scores(on_spark, "customer").columns
+    for name in playbook.lists:  # retention, upgrade, activation, cross_sell
         x = pd.read_parquet(local / "lists" / f"{name}.parquet")
         y = pd.read_parquet(on_spark / "lists" / f"{name}.parquet")
         pd.testing.assert_frame_equal(x, y, check_dtype=False, check_exact=True)
@@ -76,15 +76,15 @@ def test_spark_and_local_engines_agree(
             on_spark / "lists" / f"{name}.csv"
         ).read_text()
     # Spark's parts are in the manifest too, with checksums
-    assert any(f.startswith("customers.parquet/part-") for f in b["files"])
+    assert any(f.startswith("customers.parquet/part-") for f in b.files)
     # the online store the API reads: the same documents (text for text), distributions
     # and month, whichever engine scored it; nothing staged is left behind
     assert spark_store.as_of() == local_store.as_of() == score_month
     for entity, name in (("customer", "customers"), ("card", "cards")):
         docs = _documents(local_store, entity)
-        assert len(docs) == a["rows_out"][name] > 0
+        assert len(docs) == a.rows_out[name] > 0
         assert _documents(spark_store, entity) == docs
-    for prefix in ("churn", "upgrade", "activation"):
+    for prefix in ("churn", "upgrade", "activation", "wealth"):
         x, y = local_store.distribution(prefix), spark_store.distribution(prefix)
         assert x is not None and len(x) > 0
         assert x.tobytes() == y.tobytes()

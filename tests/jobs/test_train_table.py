@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bookpulse import cli
-from bookpulse.specs import load_model_specs
+from bookpulse import cli, cli_tables
 from bookpulse.model.dataset import training_set
+from bookpulse.specs import load_model_specs
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,13 @@ def extract(trainable_book: Path, tmp_path_factory) -> Path:
     return path
 
 
-def test_train_table_out_of_time_leaves_identifiers_out(extract: Path, tmp_path: Path) -> None:
+def test_train_table_out_of_time_leaves_identifiers_out(
+    extract: Path, tmp_path: Path, monkeypatch
+) -> None:
     if "MLFLOW_TRACKING_URI" in os.environ:
         pytest.skip("uses the embedded store")
-    cli.console = Console(width=200)
+    for module in (cli, cli_tables):
+        monkeypatch.setattr(module, "console", Console(width=200))
     res = CliRunner().invoke(
         cli.app,
         [
@@ -76,19 +79,24 @@ def test_train_table_out_of_time_leaves_identifiers_out(extract: Path, tmp_path:
 
 
 def test_train_table_stratified_and_clear_errors(extract: Path, tmp_path: Path) -> None:
-    from bookpulse.jobs.train_table import TableError, train_table
+    from bookpulse.errors import BookpulseError
+    from bookpulse.jobs.train_table import TableError, TableRequest, train_table
 
-    r = train_table(extract, tmp_path, "Exited", positive="yes", drop=["Snapshot"], threads=1)
+    def table(target: str, **options):
+        return train_table(TableRequest(tmp_path, extract, target, **options))
+
+    r = table("Exited", positive="yes", drop=("Snapshot",), threads=1)
     assert "Surname" not in r.features and "Segment" in r.features
     share = {k: v / sum(r.rows.values()) for k, v in r.rows.items()}
     assert share["test"] == pytest.approx(0.2, abs=0.01)
     assert r.metrics["auc"] > 0.75
+    assert issubclass(TableError, BookpulseError)  # the CLI prints it as a message
     with pytest.raises(TableError, match="--positive"):
-        train_table(extract, tmp_path, "Exited")
+        table("Exited")
     with pytest.raises(TableError, match="no column 'Churn'"):
-        train_table(extract, tmp_path, "Churn")
+        table("Churn")
     with pytest.raises(TableError, match="no row has target value"):
-        train_table(extract, tmp_path, "Exited", positive="maybe")
+        table("Exited", positive="maybe")
 
 
 @pytest.mark.parametrize("periods", [4, 5, 6, 7, 9, 12])

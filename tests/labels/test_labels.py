@@ -8,6 +8,10 @@ from hypothesis import strategies as st
 
 from bookpulse import labels
 from bookpulse.domain import TIER_LOWER_BOUNDS, TIERS, tier_index
+from bookpulse.specs import Population, load_model_specs
+
+SPECS = load_model_specs()
+BELOW_TOP = Population(exclude_tiers=["private"])  # tier_upgrade's population rule
 
 
 def snap(rows: list[tuple[int, str, float, int, int]]) -> pd.DataFrame:
@@ -36,7 +40,8 @@ def test_churn_counts_closing_and_dormancy_in_the_window_and_skips_the_already_g
             (5, "open", 90, 2, 0),
         ]
     )
-    got = labels.churn_labels(at_t, window).set_index("customer_id")["churned"].to_dict()
+    got = labels.attrition_labels(at_t, window, "churned")
+    got = got.set_index("customer_id")["churned"].to_dict()
     assert got == {1: 0, 2: 1, 3: 1, 5: 0}
 
 
@@ -60,9 +65,58 @@ def test_tier_upgrade_needs_a_higher_tier_at_the_end_and_an_active_customer() ->
             (6, "open", 30_000, 5, 3),
         ]
     )
-    got = labels.tier_upgrade_labels(at_t, end).set_index("customer_id")
+    got = labels.tier_up_labels(at_t, end, "upgraded", BELOW_TOP).set_index("customer_id")
     assert got["upgraded"].to_dict() == {1: 1, 2: 0, 3: 0, 5: 1, 6: 0}
     assert got.loc[1, "tier_at"] == TIERS.index("effective")
+
+
+def test_take_up_needs_the_product_in_the_window_and_a_customer_without_it_at_t() -> None:
+    def with_wealth(rows, held):
+        df = snap(rows)
+        df["has_wealth"] = held
+        return df
+
+    at_t = with_wealth(
+        [
+            (1, "open", 20_000, 5, 3),  # takes a wealth product up in the window
+            (2, "open", 20_000, 5, 3),  # never does
+            (3, "open", 20_000, 5, 3),  # already holds one at T: not in the population
+            (4, "open", 50, 0, 0),  # dormant at T: not in the population
+            (5, "open", 7_000_000, 5, 3),  # private tier: left out by the rule below
+            (6, "open", 20_000, 5, 3),  # takes one up, then closes: still took it up
+        ],
+        [0, 0, 1, 0, 0, 0],
+    )
+    window = with_wealth(
+        [
+            (1, "open", 20_000, 5, 3),
+            (1, "open", 30_000, 5, 3),
+            (2, "open", 20_000, 5, 3),
+            (3, "open", 20_000, 5, 3),
+            (4, "open", 60_000, 5, 3),
+            (5, "open", 7_000_000, 5, 3),
+            (6, "open", 30_000, 5, 3),
+            (6, "closed", 0, 0, 0),
+        ],
+        [0, 1, 0, 1, 1, 1, 1, 0],
+    )
+    got = labels.take_up_labels(at_t, window, "has_wealth", "took_up")
+    assert got.set_index("customer_id")["took_up"].to_dict() == {1: 1, 2: 0, 5: 1, 6: 1}
+    got = labels.take_up_labels(at_t, window, "has_wealth", "took_up", BELOW_TOP)
+    assert got.set_index("customer_id")["took_up"].to_dict() == {1: 1, 2: 0, 6: 1}
+
+
+def test_the_population_rule_leaves_out_tiers_and_holders() -> None:
+    tiers = pd.Series(["mid", "private", "potential", "mid"])
+    held = {"has_wealth": [1.0, 0.0, float("nan"), 0.0], "has_funds": [0, 0, 1, 0]}
+    rule = Population(exclude_tiers=["private"], without_products=["has_wealth", "has_funds"])
+    assert labels.in_population(rule, tiers, lambda f: held[f]).tolist() == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert labels.in_population(Population(), tiers, lambda f: held[f]).all()
 
 
 def test_card_activation_population_and_thirty_day_window() -> None:
@@ -78,7 +132,7 @@ def test_card_activation_population_and_thirty_day_window() -> None:
             ),
         }
     )
-    got = labels.card_activation_labels(cards, pd.Timestamp("2026-10-31"))
+    got = labels.first_use_labels(cards, pd.Timestamp("2026-10-31"), 30, "activated")
     # 1: used on day 30 after month-end -> 1; 2: day 31 -> 0; 3: never -> 0;
     # 4: issued in September -> not eligible; 5, 6: already used by month-end -> not eligible
     assert got.set_index("card_id")["activated"].to_dict() == {1: 1, 2: 0, 3: 0}
@@ -86,12 +140,14 @@ def test_card_activation_population_and_thirty_day_window() -> None:
 
 def test_labelled_months_stop_where_the_window_leaves_the_book() -> None:
     months = [str(p) for p in pd.period_range("2025-11", "2026-10", freq="M")]
-    assert labels.labelled_months(months, "churn")[-1] == "2026-07"
-    assert labels.labelled_months(months, "tier_upgrade")[-1] == "2026-07"
+    target = {name: spec.target for name, spec in SPECS.items()}
+    assert labels.labelled_months(months, target["churn"])[-1] == "2026-07"
+    assert labels.labelled_months(months, target["tier_upgrade"])[-1] == "2026-07"
+    assert labels.labelled_months(months, target["wealth_take_up"])[-1] == "2026-07"
     # 2026-09-30 + 30 days = 2026-10-30, inside the book; 2026-10 is not
-    assert labels.labelled_months(months, "card_activation")[-1] == "2026-09"
+    assert labels.labelled_months(months, target["card_activation"])[-1] == "2026-09"
     # a book ending in February 2026: January's window (Jan 31 + 30 days = Mar 2) is still open
-    assert labels.labelled_months(months[:4], "card_activation")[-1] == "2025-12"
+    assert labels.labelled_months(months[:4], target["card_activation"])[-1] == "2025-12"
 
 
 @given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
@@ -118,7 +174,8 @@ def test_a_month_whose_window_leaves_the_book_is_refused(small_book) -> None:
     for target, month in (
         ("churn", "2026-09"),
         ("tier_upgrade", "2026-08"),
+        ("wealth_take_up", "2026-08"),
         ("card_activation", "2026-10"),
     ):
         with pytest.raises(io.BookError, match="runs past"):
-            labels.labels_for_month(small_book, target, month, months)
+            labels.labels_for_month(small_book, SPECS[target].target, month, months)

@@ -1,11 +1,11 @@
 """Labels for month-end T read only the population at T and the outcome window (T, T+horizon].
 
-On the small book on disk: deleting every snapshot partition outside [T, T+3] leaves the churn
-and tier-upgrade labels unchanged, and so does rewriting a partition before T or after T+3;
-rewriting one inside the window changes them (control). Card activation: moving first uses that
-fall later than T + 30 days, or of cards not issued in month T, changes nothing; moving one
-into or out of (T, T + 30 days] does. On generated panels, churn and tier-upgrade labels agree
-with the events the panels were generated from.
+On the small book on disk: deleting every snapshot partition outside [T, T+3] leaves the churn,
+tier-upgrade and wealth take-up labels unchanged, and so does rewriting a partition before T or
+after T+3; rewriting one inside the window changes them (control). Card activation: moving
+first uses that fall later than T + 30 days, or of cards not issued in month T, changes
+nothing; moving one into or out of (T, T + 30 days] does. On generated panels, churn and
+tier-upgrade labels agree with the events the panels were generated from.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ from bookpulse.domain import (
     UPGRADE_HORIZON_MONTHS,
     tier_index,
 )
+from bookpulse.specs import Population, load_model_specs
 
 T = "2026-05"  # small book: 2026-03 .. 2026-10, so T-2 .. T+5 exist
 CARD_T = "2026-08"  # 2026-08-31 + 30 days = 2026-09-30, inside the book
+SPECS = load_model_specs()
+BELOW_TOP = Population(exclude_tiers=["private"])  # tier_upgrade's population rule
 
 
 def shifted(month: str, k: int) -> str:
@@ -75,19 +78,22 @@ def enrich_everyone(book: Path, month: str) -> None:
     write_partition(book, month, snap)
 
 
-def label(book: Path, target: str, month: str, months: list[str]) -> pd.DataFrame:
-    return labels.labels_for_month(book, target, month, months)
+def label(book: Path, model: str, month: str, months: list[str]) -> pd.DataFrame:
+    return labels.labels_for_month(book, SPECS[model].target, month, months)
+
+
+MONTHLY = ("churn", "tier_upgrade", "wealth_take_up")  # the models labelled from snapshots
 
 
 @pytest.fixture(scope="module")
 def baseline(small_book: Path, months: list[str]):
-    return {target: label(small_book, target, T, months) for target in ("churn", "tier_upgrade")}
+    return {target: label(small_book, target, T, months) for target in MONTHLY}
 
 
 # --- churn and tier upgrade on disk ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["churn", "tier_upgrade"])
+@pytest.mark.parametrize("target", MONTHLY)
 def test_labels_need_only_the_partitions_of_t_and_its_window(
     book_copy: Path, months: list[str], baseline, target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,15 +117,19 @@ def test_labels_need_only_the_partitions_of_t_and_its_window(
     pd.testing.assert_frame_equal(got, baseline[target])
 
     read = {p.parent.name.removeprefix("month=") for p in opened}
-    horizon = {"churn": CHURN_HORIZON_MONTHS, "tier_upgrade": UPGRADE_HORIZON_MONTHS}[target]
-    if target == "churn":
+    horizon = {
+        "churn": CHURN_HORIZON_MONTHS,
+        "tier_upgrade": UPGRADE_HORIZON_MONTHS,
+        "wealth_take_up": SPECS["wealth_take_up"].target.horizon_months,
+    }[target]
+    if target != "tier_upgrade":  # every month-end of the window
         assert read == {shifted(T, k) for k in range(horizon + 1)}
     else:
         assert read == {T, shifted(T, horizon)}
     assert all(p.parent.parent.name == "snapshots" for p in opened)
 
 
-@pytest.mark.parametrize("target", ["churn", "tier_upgrade"])
+@pytest.mark.parametrize("target", MONTHLY)
 @pytest.mark.parametrize("rewrite", [close_everyone, enrich_everyone], ids=["close", "enrich"])
 @pytest.mark.parametrize("offset", [-2, -1, 4, 5])
 def test_rewriting_a_partition_outside_the_window_changes_no_label(
@@ -156,7 +166,7 @@ def test_control_the_end_of_the_upgrade_window_changes_tier_upgrade(
     assert (got["upgraded"] == there.astype(np.int8)).all()
 
 
-@pytest.mark.parametrize("target", ["churn", "tier_upgrade"])
+@pytest.mark.parametrize("target", MONTHLY)
 def test_control_the_partition_at_t_sets_the_population(
     book_copy: Path, months: list[str], baseline, target: str
 ) -> None:
@@ -177,6 +187,10 @@ def test_label_populations_are_the_feature_populations(
     assert sorted(churn["customer_id"]) == sorted(cust["customer_id"])
     below_top = cust.loc[cust["tier"] != "private", "customer_id"]
     assert sorted(upgrade["customer_id"]) == sorted(below_top)
+    wealth = label(small_book, "wealth_take_up", T, months)
+    without = cust.loc[cust["has_wealth"] == 0, "customer_id"]
+    assert 0 < len(without) < len(cust)
+    assert sorted(wealth["customer_id"]) == sorted(without)
     _, card = build_from_book(small_book, CARD_T)
     activation = label(small_book, "card_activation", CARD_T, months)
     assert len(card) > 0
@@ -355,8 +369,9 @@ def test_churn_and_upgrade_labels_match_the_generated_events(paths, t: int) -> N
     window = panel.loc[panel["m"].between(t + 1, t + CHURN_HORIZON_MONTHS)].drop(columns="m")
     snap_end = panel.loc[panel["m"] == t + UPGRADE_HORIZON_MONTHS].drop(columns="m")
 
-    churn = labels.churn_labels(snap_t, window).set_index("customer_id")["churned"]
-    upgrade = labels.tier_upgrade_labels(snap_t, snap_end).set_index("customer_id")
+    churn = labels.attrition_labels(snap_t, window, "churned").set_index("customer_id")["churned"]
+    upgrade = labels.tier_up_labels(snap_t, snap_end, "upgraded", BELOW_TOP)
+    upgrade = upgrade.set_index("customer_id")
 
     want_churn, want_upgrade = {}, {}
     for cid, (start, end, _closes, aum, *_rest) in enumerate(paths, start=1):
@@ -388,18 +403,21 @@ def test_window_rows_of_customers_outside_the_population_change_no_label(
     snap_t = panel.loc[panel["m"] == t].drop(columns="m")
     window = panel.loc[panel["m"].between(t + 1, t + CHURN_HORIZON_MONTHS)].drop(columns="m")
     snap_end = panel.loc[panel["m"] == t + UPGRADE_HORIZON_MONTHS].drop(columns="m")
-    want_churn = labels.churn_labels(snap_t, window)
-    want_upgrade = labels.tier_upgrade_labels(snap_t, snap_end)
+    want_churn = labels.attrition_labels(snap_t, window, "churned")
+    want_upgrade = labels.tier_up_labels(snap_t, snap_end, "upgraded", BELOW_TOP)
 
     outsiders = data.draw(st.lists(customer_paths(), min_size=1, max_size=4))
     extra = panel_rows(outsiders).drop(columns="m")
     extra["customer_id"] += 1_000  # customers that are not in the panel at T
     pd.testing.assert_frame_equal(
-        labels.churn_labels(snap_t, pd.concat([window, extra])), want_churn
+        labels.attrition_labels(snap_t, pd.concat([window, extra]), "churned"), want_churn
     )
     pd.testing.assert_frame_equal(
-        labels.tier_upgrade_labels(
-            snap_t, pd.concat([snap_end, extra.drop_duplicates("customer_id")])
+        labels.tier_up_labels(
+            snap_t,
+            pd.concat([snap_end, extra.drop_duplicates("customer_id")]),
+            "upgraded",
+            BELOW_TOP,
         ),
         want_upgrade,
     )

@@ -23,14 +23,14 @@ def frames(trainable_book: Path, score_month: str):
     return build_from_book(trainable_book, score_month)
 
 
-def _frame_for(name: str, frames):
-    return frames[1] if name == "card_activation" else frames[0]
+def _frame_for(champ, frames):
+    return frames[1] if champ.spec.entity == "card" else frames[0]
 
 
-@pytest.mark.parametrize("name", ["churn", "tier_upgrade", "card_activation"])
+@pytest.mark.parametrize("name", ["churn", "tier_upgrade", "card_activation", "wealth_take_up"])
 def test_the_tree_walk_gives_lightgbms_scores_exactly(name, champions, frames) -> None:
     champ = champions[name]
-    frame = _frame_for(name, frames)
+    frame = _frame_for(champ, frames)
     raw, credit = champ.paths.score(model_matrix(champ.model, frame))
     X = prepare(frame, champ.model.features, champ.model.categories)
     assert np.array_equal(raw, champ.model.booster.predict(X, raw_score=True))

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bookpulse.model.drift import ACT, compare, psi_bound, reference_profile
-from bookpulse.model.realised import list_outcomes, list_totals, realised
 from bookpulse.model.fit import ScoringModel, prepare
+from bookpulse.model.realised import list_outcomes, list_totals, realised
 
 
 def _frame(n: int, seed: int, shift: float = 0.0, missing: float = 0.1, web: float = 0.3):

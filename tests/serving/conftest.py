@@ -19,10 +19,12 @@ def quick(spec):
 
 @pytest.fixture(scope="session")
 def served_home(trainable_book: Path, tmp_path_factory) -> Path:
-    from bookpulse.jobs.score import score_month
+    from bookpulse.adapters import tracking
     from bookpulse.adapters.champions import load_champions
-    from bookpulse.adapters.store import open_store
+    from bookpulse.adapters.publish import default_out
     from bookpulse.adapters.registry import promote
+    from bookpulse.adapters.store import open_store
+    from bookpulse.jobs.score import score_month
     from bookpulse.jobs.train import train_models
 
     if "MLFLOW_TRACKING_URI" in os.environ:
@@ -30,13 +32,16 @@ def served_home(trainable_book: Path, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("served")
     specs = [quick(s) for s in load_model_specs().values()]
     train_models(trainable_book, home, specs, threads=1)
+    tracking.configure(home)
     for spec in specs:
         assert promote(home, trainable_book, spec).outcome == "promoted"
     catalog = load_feature_catalog()
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
-    champions = load_champions(home, specs)
+    champions = load_champions(specs)
+    assert set(champions) == {"card_activation", "churn", "tier_upgrade", "wealth_take_up"}
+    out = default_out(home, MONTH)  # where the API's month is published: scores/<MONTH>
     score_month(
-        trainable_book, home, MONTH, champions, catalogs, load_playbook(), online=open_store(home)
+        trainable_book, MONTH, champions, catalogs, load_playbook(), out, online=open_store(home)
     )
     return home
 

@@ -105,7 +105,7 @@ def assert_scores_by_id_equal_the_batch(url: str, home: Path, n: int = 10) -> No
     assert [x["id"] for x in results] == ids
     for res in results:
         row = cust.loc[res["id"]]
-        for prefix in ("churn", "upgrade"):
+        for prefix in ("churn", "upgrade", "wealth"):
             got = res["scores"].get(prefix)
             if pd.isna(row[f"{prefix}_probability"]):
                 assert got is None

@@ -65,6 +65,7 @@ def test_scores_by_id_equal_the_batch(client, batch) -> None:
         "bookpulse-churn",
         "bookpulse-tier_upgrade",
         "bookpulse-card_activation",
+        "bookpulse-wealth_take_up",
     }
     results = body["results"]
     assert [x["id"] for x in results] == ids
@@ -73,7 +74,8 @@ def test_scores_by_id_equal_the_batch(client, batch) -> None:
         row = cust.loc[res["id"]]
         assert res["status"] == "ok" and res["tier"] == row["tier"]
         assert res["as_of"] == "2026-09-30"
-        for prefix in ("churn", "upgrade"):
+        assert set(res["scores"]) <= {"churn", "upgrade", "wealth"}
+        for prefix in ("churn", "upgrade", "wealth"):
             got = res["scores"].get(prefix)
             if pd.isna(row[f"{prefix}_probability"]):
                 assert got is None
@@ -86,6 +88,11 @@ def test_scores_by_id_equal_the_batch(client, batch) -> None:
                 assert reason["sentence"] == row[f"{prefix}_reason{k}_sentence"]
             assert got["model_version"] == row[f"{prefix}_model_version"]
             assert len(got["suggested_action"]) > 10
+    # the sample covers both sides of each population rule (scored, and left out)
+    sample = cust.loc[ids[:-1]]
+    for prefix in ("upgrade", "wealth"):
+        assert sample[f"{prefix}_probability"].notna().any(), prefix
+    assert sample["wealth_probability"].isna().any()
 
 
 def test_cards_by_id_equal_the_batch(client, batch) -> None:
@@ -128,6 +135,10 @@ def test_a_feature_payload_scores_like_the_stored_vector(client, served_home) ->
     for a, b in zip(by_payload, by_id, strict=True):
         assert a["id"] == b["id"]
         assert a["scores"]["churn"]["probability"] == b["scores"]["churn"]["probability"]
+        # every model's score, on the same population (a wealth holder gets none either way)
+        assert {k: v["probability"] for k, v in a["scores"].items()} == {
+            k: v["probability"] for k, v in b["scores"].items()
+        }
 
 
 def test_bad_requests_name_the_field_and_never_echo_the_data(client, caplog) -> None:
@@ -189,8 +200,8 @@ def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_
 
 
 def test_percentiles_come_from_the_batch_months_distribution(served_home) -> None:
-    from bookpulse.serving.api import _ranks
     from bookpulse.adapters.store import open_store
+    from bookpulse.serving.api import _ranks
 
     dist = open_store(served_home).distribution("churn")
     assert dist is not None and (np.diff(dist) >= 0).all()

@@ -18,12 +18,12 @@ import yaml
 
 from bookpulse.model.core import reason_phrase
 from bookpulse.specs import (
-    MODEL_NAMES,
     FeatureSpec,
     SpecError,
     load_feature_catalog,
     load_model_spec,
     load_model_specs,
+    model_names,
     models_dir,
 )
 
@@ -36,6 +36,7 @@ JUDGING = ("risk", "raises", "lowers", "good", "bad")
 CATALOG = load_feature_catalog()
 FEATURES: list[FeatureSpec] = [f for g in CATALOG.groups.values() for f in g.features]
 SPECS = load_model_specs()
+MODEL_NAMES = model_names()
 
 
 def _fields(phrase: str) -> list[str]:

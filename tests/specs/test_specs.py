@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from bookpulse.model.dataset import split_months, training_set
 from bookpulse.specs import (
-    MODEL_NAMES,
     SpecError,
     load_feature_catalog,
     load_model_spec,
     load_model_specs,
+    model_names,
     models_dir,
 )
-from bookpulse.model.dataset import split_months, training_set
 
 
 def test_every_shipped_spec_loads() -> None:
@@ -32,7 +32,8 @@ def test_every_shipped_spec_loads() -> None:
         "cards",
     }
     specs = load_model_specs()
-    assert set(specs) == set(MODEL_NAMES)
+    assert model_names() == ["card_activation", "churn", "tier_upgrade", "wealth_take_up"]
+    assert set(specs) == set(model_names())
     for name, spec in specs.items():
         assert spec.name == name
         assert spec.registered_name == f"bookpulse-{name}"
@@ -40,6 +41,23 @@ def test_every_shipped_spec_loads() -> None:
     assert specs["card_activation"].target.entity == "card"
     assert specs["churn"].target.horizon_months == 3
     assert specs["card_activation"].target.horizon_days == 30
+    prefixes = {name: spec.prefix for name, spec in specs.items()}
+    assert prefixes == {
+        "card_activation": "activation",
+        "churn": "churn",
+        "tier_upgrade": "upgrade",
+        "wealth_take_up": "wealth",
+    }
+    wealth = specs["wealth_take_up"].target
+    assert (wealth.kind, wealth.entity, wealth.label) == ("product_take_up", "customer", "took_up")
+    assert wealth.product == "has_wealth" and wealth.scored.without_products == ["has_wealth"]
+    assert specs["tier_upgrade"].target.scored.exclude_tiers == ["private"]
+    assert {n: s.id_column for n, s in specs.items()} == {
+        "card_activation": "card_id",
+        "churn": "customer_id",
+        "tier_upgrade": "customer_id",
+        "wealth_take_up": "customer_id",
+    }
 
 
 def _copy_models(tmp_path: Path) -> Path:
@@ -109,12 +127,12 @@ def test_training_set_stacks_features_and_labels(small_book: Path) -> None:
 
     meta = io.read_meta(small_book)
     spec = load_model_specs()["churn"]
-    months = labels.labelled_months(meta["months"], "churn")[:2]
+    months = labels.labelled_months(meta["months"], spec.target)[:2]
     df = training_set(small_book, spec, months)
     assert list(df.columns) == ["customer_id", "as_of", *spec.features, "churned"]
     assert df.groupby("as_of").size().index.strftime("%Y-%m").tolist() == months
     for m in months:
-        lab = labels.labels_for_month(small_book, "churn", m, meta["months"])
+        lab = labels.labels_for_month(small_book, spec.target, m, meta["months"])
         got = df.loc[df["as_of"] == io.month_end(m)]
         assert len(got) == len(lab)
         assert got["churned"].sum() == lab["churned"].sum()
@@ -128,8 +146,72 @@ def test_training_set_refuses_months_without_labels(small_book: Path) -> None:
         training_set(small_book, spec, ["2026-09"])
 
 
-def test_a_horizon_the_labels_do_not_use_is_refused(tmp_path: Path) -> None:
+def test_a_horizon_is_any_in_range_and_must_fit_the_kind(tmp_path: Path) -> None:
+    """The labels read any horizon the spec gives (no fixed horizon per kind any more); one
+    out of range, or of the wrong unit for the kind, is refused with the file and field."""
+    from bookpulse import labels
+
     d = _copy_models(tmp_path)
     _edit(d / "churn.yaml", lambda s: s["target"].update(horizon_months=6))
-    with pytest.raises(SpecError, match="horizon_months must be 3"):
+    six = load_model_spec("churn", d)
+    assert six.target.horizon_months == 6
+    months = [str(p) for p in pd.period_range("2025-11", "2026-10", freq="M")]
+    assert labels.labelled_months(months, six.target)[-1] == "2026-04"  # + 6 months = 2026-10
+    _edit(d / "churn.yaml", lambda s: s["target"].update(horizon_months=25))
+    with pytest.raises(SpecError) as err:
         load_model_spec("churn", d)
+    assert "churn.yaml" in str(err.value) and "target.horizon_months" in str(err.value)
+    _edit(d / "churn.yaml", lambda s: s["target"].update(horizon_months=3, horizon_days=30))
+    with pytest.raises(SpecError, match="takes horizon_months"):
+        load_model_spec("churn", d)
+
+
+def test_model_names_are_the_files_but_the_playbook(tmp_path: Path) -> None:
+    from bookpulse.specs import spec_named, specs_for
+
+    d = _copy_models(tmp_path)
+    assert model_names(d) == sorted(load_model_specs(d))
+    assert "playbook" not in model_names(d)
+    assert [s.name for s in specs_for("all", d)] == model_names(d)
+    assert spec_named("wealth_take_up", d).prefix == "wealth"
+    with pytest.raises(SpecError, match="unknown model 'retention'"):
+        specs_for("retention", d)
+    with pytest.raises(SpecError, match="name one model"):
+        spec_named("all", d)
+    # a new spec file is a new model
+    shutil.copy(d / "churn.yaml", d / "churn_6m.yaml")
+    _edit(
+        d / "churn_6m.yaml",
+        lambda s: s.update(
+            name="churn_6m", registered_name="bookpulse-churn_6m", output_prefix="churn6"
+        ),
+    )
+    assert "churn_6m" in model_names(d) and "churn_6m" in load_model_specs(d)
+
+
+def test_two_models_sharing_a_prefix_are_refused(tmp_path: Path) -> None:
+    d = _copy_models(tmp_path)
+    _edit(d / "wealth_take_up.yaml", lambda s: s.update(output_prefix="churn"))
+    with pytest.raises(SpecError, match="share the prefix 'churn'"):
+        load_model_specs(d)
+
+
+def test_the_playbook_lists_name_declared_models(tmp_path: Path) -> None:
+    from bookpulse.specs import load_playbook
+
+    playbook = load_playbook()
+    shares = {name: (x.model, x.share_of_capacity) for name, x in playbook.lists.items()}
+    assert shares == {
+        "retention": ("churn", 0.4),
+        "upgrade": ("tier_upgrade", 0.25),
+        "activation": ("card_activation", 0.15),
+        "cross_sell": ("wealth_take_up", 0.2),
+    }
+    assert playbook.list_for("wealth_take_up")[0] == "cross_sell"
+    assert playbook.list_for("no_such_model") is None
+    d = _copy_models(tmp_path)
+    (d / "wealth_take_up.yaml").unlink()
+    with pytest.raises(SpecError, match="'wealth_take_up', which has no spec"):
+        load_playbook(d / "playbook.yaml")
+    with pytest.raises(SpecError, match="which has no spec"):
+        load_playbook(models=["churn"])
