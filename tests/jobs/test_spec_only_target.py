@@ -7,17 +7,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
-from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from bookpulse import cli, cli_tables
 from bookpulse.config import _default_specs_root
-
-KEY = "spec-only-key"
+from served_helpers import AUTH, bentoml_serve, served_env
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +33,12 @@ def specs_root(tmp_path_factory) -> Path:
     spec["target"]["label"] = "churned_6m"
     spec["target"].pop("truth")  # the simulator's truth is for 3 months
     # 24 months of book label 18 of them: 6 train + 2 valid + 2 calibration + 5 embargo + 3 test
-    spec["split"] = {"train_months": 6, "valid_months": 2, "calibration_months": 2,
-                     "test_months": 3}
+    spec["split"] = {
+        "train_months": 6,
+        "valid_months": 2,
+        "calibration_months": 2,
+        "test_months": 3,
+    }
     spec["lightgbm"]["num_boost_round"] = 80
     spec["lightgbm"]["early_stopping_rounds"] = 20
     spec["lightgbm"]["params"]["min_data_in_leaf"] = 200
@@ -90,22 +93,24 @@ def test_a_target_declared_in_yaml_runs_end_to_end(env, trainable_book: Path) ->
     assert scores["churn_6m_model"].eq("bookpulse-churn_6m").all()
     assert not any(c.startswith("upgrade_") for c in scores.columns)
 
-    # serve one id: the API scores it with the new model, as the batch did
+    # serve one id: a real `bentoml serve` on these specs scores it with the new model, as the
+    # batch did
     customer = int(scores["customer_id"].iloc[0])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BOOKPULSE_API_KEYS", KEY)
-        mp.setenv("BOOKPULSE_ADMIN_KEYS", KEY + "-admin")
-        from bookpulse.serving.service import Scoring
-
-        with TestClient(Scoring.to_asgi()) as client:
-            reply = client.post(
-                "/v1/customers/score",
-                json={"customer_ids": [customer]},
-                headers={"X-API-Key": KEY},
-            )
+    serve_env = {
+        **served_env(home, home / "bentoml"),
+        "BOOKPULSE_SPECS_ROOT": env["BOOKPULSE_SPECS_ROOT"],
+    }
+    with bentoml_serve("bookpulse.serving.service:Scoring", serve_env, home / "serve.log") as url:
+        reply = httpx.post(
+            f"{url}/v1/customers/score",
+            json={"customer_ids": [customer]},
+            headers=AUTH,
+            timeout=30,
+        )
     assert reply.status_code == 200, reply.text
-    result = reply.json()["results"][0]
-    got = result["scores"]["churn_6m"]
+    body = reply.json()
+    assert body["models"] == {"bookpulse-churn_6m": "1"}
+    got = body["results"][0]["scores"]["churn_6m"]
     row = scores.set_index("customer_id").loc[customer]
     assert got["probability"] == row["churn_6m_probability"]
     assert got["decile"] == row["churn_6m_decile"]

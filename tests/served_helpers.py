@@ -1,5 +1,5 @@
-"""A `bentoml serve` process on loopback, and the CRM's check of it, for test_served.py and
-test_bento.py (a module name no other test folder uses)."""
+"""A `bentoml serve` process on loopback, and the CRM's check of it, for the tests that serve
+(serving/test_served.py, serving/test_bento.py, jobs/test_spec_only_target.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+
 from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 AUTH = {"X-API-Key": API_KEY}
