@@ -19,7 +19,7 @@ from bookpulse.adapters import tracking
 from bookpulse.adapters.champions import load_champions
 from bookpulse.adapters.publish import default_out
 from bookpulse.adapters.report import EXPERIMENT
-from bookpulse.errors import BookpulseError, MonitorError
+from bookpulse.errors import MonitorError
 from bookpulse.jobs.monitor import drifts as month_drifts
 from bookpulse.jobs.review import ReviewRequest, realised_outcomes, review
 from bookpulse.jobs.score import score_month
@@ -201,9 +201,9 @@ def test_tier_upgrade_is_monitored_on_the_customers_it_scores(drifts, books):
 def test_a_month_not_scored_or_in_sample_is_refused(home, books, reviews):
     # no manifest at the default folder ($BOOKPULSE_HOME/scores/2026-08): score it first
     assert not default_out(home, "2026-08").exists()
-    with pytest.raises(BookpulseError, match="holds no published month") as err:
+    with pytest.raises(MonitorError, match="2026-08 has not been scored") as err:
         review(ReviewRequest(home, "2026-08", books["calm"]))
-    assert "bookpulse score --as-of" in str(err.value)
+    assert "bookpulse score --as-of 2026-08" in str(err.value)
     manifest = json.loads((home / "scores-calm" / CHURN_MONTH / "manifest.json").read_text())
     manifest["as_of"] = "2026-01"
     early = home / "early" / "2026-01"

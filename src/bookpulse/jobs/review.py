@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from bookpulse.adapters import tracking
 from bookpulse.adapters.champions import available_champions
-from bookpulse.adapters.publish import Manifest, default_out, read_scores
+from bookpulse.adapters.publish import MANIFEST_FILE, Manifest, default_out, read_scores
 from bookpulse.adapters.registry import first_test_month, run_metrics
 from bookpulse.adapters.report import log_report_run, reports_dir, review_html, write_page
 from bookpulse.book import io
@@ -64,6 +64,11 @@ def realised_outcomes(
 ) -> tuple[dict[str, Realised], dict[str, tuple[str, pd.DataFrame, dict]], dict[str, str]]:
     """Realised outcomes of scored month `scored` (published at `out`) against the promise of
     the models that scored it, and of its lists."""
+    if not (out / MANIFEST_FILE).is_file():
+        raise MonitorError(
+            f"{scored} has not been scored at {out}: run `bookpulse score --as-of {scored}` "
+            "first (the review reads what was actually scored then)"
+        )
     manifest = Manifest.read(out)
     if io.month_key(manifest.as_of) != scored:
         raise MonitorError(
