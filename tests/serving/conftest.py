@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 from bookpulse.specs import GateSpec, load_feature_catalog, load_model_specs, load_playbook
+from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 
 def quick(spec):

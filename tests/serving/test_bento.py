@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from served_helpers import BENTOML, assert_scores_by_id_equal_the_batch, bentoml_serve, served_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+
 from served_helpers import AUTH, assert_scores_by_id_equal_the_batch, bentoml_serve, served_env
 from serving_keys import ADMIN_KEY, API_KEY, MONTH
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from serving_keys import ADMIN_KEY, API_KEY, MONTH
 from starlette.testclient import TestClient
+
+from serving_keys import ADMIN_KEY, API_KEY, MONTH
 
 AUTH = {"X-API-Key": API_KEY}
 

@@ -37,8 +37,13 @@ from bookpulse.model.batch import (
     scored_population,
 )
 from bookpulse.model.core import Champion
-from bookpulse.specs import FeatureSpec, Playbook, load_feature_catalog, load_model_specs
-from bookpulse.specs import load_playbook as read_playbook
+from bookpulse.specs import (
+    FeatureSpec,
+    Playbook,
+    load_feature_catalog,
+    load_model_specs,
+    load_playbook,
+)
 
 Progress = Callable[[str, int, int], None]  # (stage, rows done, rows in all)
 
@@ -103,7 +108,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     out = Path(request.out) if request.out else default_out(home, month)
     catalog = load_feature_catalog()
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
-    playbook = read_playbook()
+    playbook = load_playbook()
     tracking.configure(home)
     champions, not_scored = available_champions(list(load_model_specs().values()))
     store, online = online_store_for(month, home)
