@@ -17,7 +17,7 @@ from bookpulse.book import io
 from bookpulse.config import get_settings
 from bookpulse.errors import MonitorError
 from bookpulse.features import build_features, read_frames
-from bookpulse.jobs.score import check_month, latest_month
+from bookpulse.jobs.score import check_month, latest_month, require_month
 from bookpulse.model.batch import scored_population
 from bookpulse.model.core import Champion
 from bookpulse.model.drift import Drift, compare, worst
@@ -72,6 +72,7 @@ def monitor(request: MonitorRequest) -> MonitorResult:
     home = Path(request.home)
     book = request.book or get_settings().book_dir
     as_of = io.month_key(request.as_of) if request.as_of else latest_month(book)
+    require_month(book, as_of)
     tracking.configure(home)
     champions, missing = available_champions(list(load_model_specs().values()))
     try:

@@ -75,16 +75,23 @@ def latest_month(book: Path) -> str:
     return io.read_meta(book)["months"][-1]
 
 
+def require_month(book: Path, as_of: str) -> list[str]:
+    """Refuse a month the book does not hold (cheap: before any model is loaded); the book's
+    months."""
+    months = io.read_meta(book)["months"]
+    if io.month_key(as_of) not in months:
+        raise ScoringError(
+            f"{io.month_key(as_of)} is not a month of the book at {book} ({months[0]} .. "
+            f"{months[-1]}); pick --as-of within it"
+        )
+    return months
+
+
 def check_month(book: Path, as_of: str) -> None:
     """Refuse a book that fails validation on what month `as_of` reads."""
-    meta = io.read_meta(book)
     as_of = io.month_key(as_of)
-    if as_of not in meta["months"]:
-        raise ScoringError(
-            f"{as_of} is not a month of the book at {book} ({meta['months'][0]} .. "
-            f"{meta['months'][-1]}); pick --as-of within it"
-        )
-    window = [m for m in window_months(as_of, HISTORY_MONTHS) if m in meta["months"]]
+    months = require_month(book, as_of)
+    window = [m for m in window_months(as_of, HISTORY_MONTHS) if m in months]
     problems = validate_book(book, months=window)
     if problems:
         raise ScoringError(describe_problems(book, problems))
@@ -105,6 +112,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     home = Path(request.home)
     book = request.book or get_settings().book_dir
     month = io.month_key(request.as_of) if request.as_of else latest_month(book)
+    require_month(book, month)
     out = Path(request.out) if request.out else default_out(home, month)
     catalog = load_feature_catalog()
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
