@@ -473,6 +473,7 @@ def test_care_by_hand(built) -> None:
         cust.loc[1],
         {
             "months_since_rm_contact": 4,  # contacts at T-4 and T-10 (and T-13, outside)
+            "rm_contacts_1m": 0,
             "rm_contacts_3m": 0,
             "rm_contacts_12m": 3,  # 2 at T-4 + 1 at T-10
             "complaints_3m": 1,
@@ -481,7 +482,10 @@ def test_care_by_hand(built) -> None:
             "household_tier_gap": 2,
         },
     )
-    assert_values(cust.loc[2], {"months_since_rm_contact": 13, "household_tier_gap": 0})
+    assert_values(
+        cust.loc[2],
+        {"months_since_rm_contact": 13, "rm_contacts_1m": 0, "household_tier_gap": 0},
+    )
 
 
 def test_profile_by_hand(built) -> None:

@@ -60,7 +60,7 @@ def _keys(value: float) -> dict[str, float]:
 
 
 def test_the_catalog_is_the_one_described() -> None:
-    assert len(FEATURES) == 88
+    assert len(FEATURES) == 89
 
 
 def test_every_feature_has_a_reason() -> None:

@@ -19,6 +19,7 @@ def compute(v: AsOf) -> pd.DataFrame:
     household = aum + v.at_t["external_assets_est"].to_numpy(float)
     return pd.DataFrame(
         {
+            "rm_contacts_1m": f32(nansum(v.last("rm_contacts", 1))),
             "rm_contacts_3m": f32(nansum(v.last("rm_contacts", 3))),
             "rm_contacts_12m": f32(nansum(v.last("rm_contacts", 12))),
             "months_since_rm_contact": since.astype(np.int8),
