@@ -326,6 +326,13 @@ def score(
         typer.Option(help="Spark master URL for --engine spark, e.g. spark://host:7077."),
     ] = "local[*]",
     threads: Annotated[int, typer.Option(min=0, help="Scoring threads (0: all cores).")] = 0,
+    allow_short_history: Annotated[
+        bool,
+        typer.Option(
+            help="Score a month with fewer than 13 month-ends of history in the book (its "
+            "12-month features are partial); the manifest marks it."
+        ),
+    ] = False,
 ) -> None:
     """Score every row of each model's population in one month with the champions:
     probabilities, percentile and decile in the book, top-3 reasons, model versions; ranked
@@ -337,7 +344,9 @@ def score(
 
     if engine not in ("local", "spark"):
         raise typer.BadParameter(f"unknown engine {engine!r}: use local or spark")
-    request = ScoreRequest(_home(), book, as_of, out, engine, spark_master, threads)
+    request = ScoreRequest(
+        _home(), book, as_of, out, engine, spark_master, threads, allow_short_history
+    )
     if engine == "spark":
         result = run(score_job, request, status=f"scoring on Spark ({spark_master})")
     else:

@@ -11,6 +11,7 @@ whole, with a typed manifest (counts, model versions, checksums, timings) audito
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Manifest(BaseModel):
     models: dict[str, ManifestModel]
     files: dict[str, dict[str, str | int]]
     timings_seconds: dict[str, float]
+    short_history: bool = False  # scored with less history than the features read
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -72,9 +74,29 @@ def default_out(home: Path, as_of: str) -> Path:
     return Path(home) / "scores" / io.month_key(as_of)
 
 
+def check_writable(path: Path, what: str, folder: bool = True) -> None:
+    """Refuse, before any work, a place that cannot be written: `path` must be a folder (or a
+    file, with `folder=False`) or not exist yet, and the nearest folder above it that exists
+    must be writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a file" if folder else "a folder"
+        raise BookpulseError(f"{what} {path} is {kind}: give a {'folder' if folder else 'file'}")
+    above = path.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise BookpulseError(f"{what} {path} cannot be made: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BookpulseError(f"{what} {path} cannot be written (no write permission on {above})")
+
+
 @dataclass
 class Timer:
+    """Seconds per stage of a job, and when it started (for the total)."""
+
     seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
     def lap(self, name: str, started: float) -> float:
         now = time.perf_counter()
@@ -119,6 +141,7 @@ def publish_month(
     lists: dict[str, pd.DataFrame],
     t: Timer,
     started: float,
+    short_history: bool = False,
 ) -> Manifest:
     """Write everything into a temporary folder beside `out`, then swap it into place.
 
@@ -159,6 +182,7 @@ def publish_month(
             },
             files=file_entries(tmp),
             timings_seconds=t.seconds,
+            short_history=short_history,
         )
         (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest

@@ -31,7 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api import types as pdt
 
+from bookpulse.adapters.publish import check_writable
 from bookpulse.domain import ENTITY_KEYS
+from bookpulse.errors import BookpulseError
 
 ENTITIES = tuple(ENTITY_KEYS)
 KEYS = ENTITY_KEYS
@@ -61,6 +63,7 @@ class OnlineStore(Protocol):
     def get(self, entity: str, ids: list[int]) -> dict[int, dict]: ...
     def distribution(self, prefix: str) -> np.ndarray | None: ...
     def as_of(self) -> str | None: ...
+    def check(self) -> None: ...
 
 
 def _text(v) -> str:
@@ -266,6 +269,11 @@ class SqliteStore:
         row = conn.execute("SELECT probs FROM dist WHERE prefix = ?", (prefix,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float64)
 
+    def check(self) -> None:
+        """Refuse, before any work, a store file that cannot be written."""
+        check_writable(self.path.parent, "the online store's folder")
+        check_writable(self.path, "the online store", folder=False)
+
     def as_of(self) -> str | None:
         conn = self._connection()
         if conn is None:
@@ -319,6 +327,17 @@ class RedisStore:
         version = self._current()
         blob = None if version is None else self.client.get(f"{self.ns}:{version}:dist:{prefix}")
         return None if blob is None else np.frombuffer(blob, dtype=np.float64)
+
+    def check(self) -> None:
+        """Refuse, before any work, a Redis that does not answer."""
+        import redis
+
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise BookpulseError(
+                f"the online store (Redis, BOOKPULSE_ONLINE_STORE) does not answer: {exc}"
+            ) from None
 
     def as_of(self) -> str | None:
         version = self._current()

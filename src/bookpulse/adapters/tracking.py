@@ -15,6 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from bookpulse.errors import BookpulseError
 from bookpulse.model.fit import ScoringModel
 
 MODEL_FILE = "scoring_model.json"
@@ -26,6 +27,28 @@ CHAMPION = "champion"
 def tracking_uri(home: Path) -> str:
     """The tracking URI in force: MLFLOW_TRACKING_URI, else the embedded sqlite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(home).resolve()}/mlflow.db"
+
+
+PROBE_SECONDS = 10.0
+
+
+def reachable(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Refuse at once a tracking server that does not answer (MLflow's own client would retry
+    for minutes and then blame a missing model). Any HTTP answer counts: a server that wants a
+    password still answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise BookpulseError(
+            f"the MLflow tracking server at {uri} does not answer ({why}): start it, or "
+            "unset MLFLOW_TRACKING_URI to use the embedded store under $BOOKPULSE_HOME"
+        ) from None
 
 
 _configured: tuple | None = None  # (tracking URI, registry URI) set by the last call
@@ -42,6 +65,8 @@ def configure(home: Path) -> str:
     if wanted == _configured and mlflow.get_tracking_uri() == uri:
         return uri
     home.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        reachable(uri)
     mlflow.set_tracking_uri(uri)
     # the registry follows tracking unless the user pointed it elsewhere
     mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or uri)

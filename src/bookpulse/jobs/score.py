@@ -20,7 +20,13 @@ import pandas as pd
 
 from bookpulse.adapters import tracking
 from bookpulse.adapters.champions import available_champions
-from bookpulse.adapters.publish import Manifest, Timer, default_out, publish_month
+from bookpulse.adapters.publish import (
+    Manifest,
+    Timer,
+    check_writable,
+    default_out,
+    publish_month,
+)
 from bookpulse.adapters.store import OnlineStore, Snapshot, open_store
 from bookpulse.book import io
 from bookpulse.book.validate import describe_problems, validate_book
@@ -60,6 +66,7 @@ class ScoreRequest:
     engine: Literal["local", "spark"] = "local"
     spark_master: str = "local[*]"
     threads: int = 0  # scoring threads on the local engine (0: all cores)
+    allow_short_history: bool = False  # score a month with less history than features read
 
 
 @dataclass(frozen=True)
@@ -87,10 +94,30 @@ def require_month(book: Path, as_of: str) -> list[str]:
     return months
 
 
-def check_month(book: Path, as_of: str) -> None:
-    """Refuse a book that fails validation on what month `as_of` reads."""
+def short_history(months: list[str], as_of: str) -> bool:
+    """True when the book holds fewer month-ends up to `as_of` than the features read (13:
+    12-month changes and habits would be computed on a part of their window)."""
+    return months.index(io.month_key(as_of)) < HISTORY_MONTHS - 1
+
+
+def check_month(book: Path, as_of: str, allow_short_history: bool = False) -> None:
+    """Refuse a month the book cannot score: not in it, with less history than the features
+    read (unless allowed), or failing validation on what the month reads."""
     as_of = io.month_key(as_of)
     months = require_month(book, as_of)
+    if short_history(months, as_of) and not allow_short_history:
+        have = months.index(as_of) + 1
+        earliest = months[HISTORY_MONTHS - 1] if len(months) >= HISTORY_MONTHS else None
+        where = (
+            f"the earliest month of this book that can be scored is {earliest}"
+            if earliest
+            else f"this book holds only {len(months)} month-ends: none can be scored in full"
+        )
+        raise ScoringError(
+            f"{as_of} has {have} month-end(s) of history in the book; the features read "
+            f"{HISTORY_MONTHS} (12-month changes and habits), so its scores would be off: "
+            f"{where}. Pass --allow-short-history to score it anyway (marked in the manifest)."
+        )
     window = [m for m in window_months(as_of, HISTORY_MONTHS) if m in months]
     problems = validate_book(book, months=window)
     if problems:
@@ -101,6 +128,7 @@ def online_store_for(month: str, home: Path) -> tuple[OnlineStore | None, str]:
     """The online store to put `month` in, unless it already serves a later month:
     re-scoring a past month (for a review, or a correction) must not roll the API back."""
     store = open_store(home, get_settings().online_store)
+    store.check()
     live = store.as_of()
     if live is not None and live > month:
         return None, f"online store left on {live} (newer than {month}): the API keeps serving it"
@@ -112,25 +140,48 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     home = Path(request.home)
     book = request.book or get_settings().book_dir
     month = io.month_key(request.as_of) if request.as_of else latest_month(book)
-    require_month(book, month)
+    allow = request.allow_short_history
+    # everything that can be refused is refused before a model is loaded
+    timer = Timer()
+    check_month(book, month, allow)
+    timer.lap("validate", timer.started)
     out = Path(request.out) if request.out else default_out(home, month)
+    check_writable(out, "the output folder")
     catalog = load_feature_catalog()
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
     playbook = load_playbook()
+    store, online = online_store_for(month, home)
     tracking.configure(home)
     champions, not_scored = available_champions(list(load_model_specs().values()))
-    store, online = online_store_for(month, home)
     if request.engine == "spark":
         from bookpulse.jobs.score_spark import score_month_spark
 
         manifest = score_month_spark(
-            book, month, champions, catalogs, playbook, out, request.spark_master, online=store
+            book,
+            month,
+            champions,
+            catalogs,
+            playbook,
+            out,
+            request.spark_master,
+            online=store,
+            timer=timer,
+            allow_short_history=allow,
         )
     else:
         for c in champions.values():
             c.model.threads = request.threads
         manifest = score_month(
-            book, month, champions, catalogs, playbook, out, progress, online=store
+            book,
+            month,
+            champions,
+            catalogs,
+            playbook,
+            out,
+            progress,
+            online=store,
+            timer=timer,
+            allow_short_history=allow,
         )
     return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
 
@@ -144,16 +195,20 @@ def score_month(
     out: Path,
     progress: Progress | None = None,
     online: OnlineStore | None = None,
+    timer: Timer | None = None,
+    allow_short_history: bool = False,
 ) -> Manifest:
     """Score month `as_of` of `book` locally and publish it at `out`; return the manifest.
     With `online` (an online store), the month's feature vectors go there too, for the API.
+    `timer`: the caller's, when it has run (and timed) `check_month` already.
 
     `progress(stage, done, total)` is told the rows scored so far."""
-    t = Timer()
-    started = t0 = time.perf_counter()
+    t = timer or Timer()
+    started, t0 = t.started, time.perf_counter()
     as_of = io.month_key(as_of)
-    check_month(book, as_of)
-    t0 = t.lap("validate", t0)
+    if timer is None:
+        check_month(book, as_of, allow_short_history)
+        t0 = t.lap("validate", t0)
     customers_f, cards_f = build_features(read_frames(book, as_of), as_of)
     frames = {"customer": customers_f, "card": cards_f}
     require_features(champions, frames)
@@ -196,6 +251,7 @@ def score_month(
         lists,
         t,
         started,
+        short_history(io.read_meta(book)["months"], as_of),
     )
     if online is not None:
         online.put_month(online_snapshot(as_of, champions, customers_f, cards_f, cust, card))

@@ -31,7 +31,7 @@ import pandas as pd
 from bookpulse.adapters.publish import Manifest, Timer, publish_month
 from bookpulse.adapters.store import BATCH_ROWS, KEYS, Snapshot, records
 from bookpulse.book import io
-from bookpulse.jobs.score import check_month
+from bookpulse.jobs.score import check_month, short_history
 from bookpulse.model.batch import (
     CARD_BASE,
     CUSTOMER_BASE,
@@ -198,18 +198,21 @@ def score_month_spark(
     master: str = "local[*]",
     partitions: int | None = None,
     online=None,
+    timer: Timer | None = None,
+    allow_short_history: bool = False,
 ) -> Manifest:
     """Score month `as_of` on Spark and publish it at `out`, like `score.score_month`; with
     `online` (an online store), the month's feature documents and distributions go there
     too, the same as the local engine's."""
     from pyspark.sql import functions as F
 
-    t = Timer()
-    started = t0 = time.perf_counter()
+    t = timer or Timer()
+    started, t0 = t.started, time.perf_counter()
     book = Path(book).resolve()
     as_of = io.month_key(as_of)
-    check_month(book, as_of)
-    t0 = t.lap("validate", t0)
+    if timer is None:
+        check_month(book, as_of, allow_short_history)
+        t0 = t.lap("validate", t0)
     spark = session(master)
     meta = io.read_meta(book)
     k = partitions or max(
@@ -270,6 +273,7 @@ def score_month_spark(
             lists,
             t,
             started,
+            short_history(meta["months"], as_of),
         )
         if online is not None:
             prefixes = {"customer": cust_prefixes, "card": card_prefixes}
