@@ -37,7 +37,8 @@ test: lint  ## ruff, then the whole test suite
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 # the pure layers alone (specs, book, features, labels, model, the layer check): about a minute
-FAST := tests/test_layers.py tests/specs tests/book/test_validate.py tests/features tests/labels \
+FAST := tests/test_layers.py tests/specs tests/book/test_validate.py tests/book/test_publishing.py \
+	tests/features tests/labels \
 	tests/model tests/adapters/test_legacy_pyfunc.py
 
 test-fast: lint  ## ruff, then the fast pure tests only

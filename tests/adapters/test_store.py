@@ -276,3 +276,27 @@ def test_a_large_month_reads_back_exactly() -> None:
         assert np.array_equal(back[~gap].view(np.int64), want[~gap].view(np.int64))  # -0.0 too
     assert got["products_held"].tolist() == frame["products_held"].tolist()
     assert got["tier"].tolist() == frame["tier"].tolist()
+
+
+def test_a_killed_publish_leaves_the_live_month_and_the_next_cleans_up(tmp_path) -> None:
+    store = SqliteStore(tmp_path / "online" / "features.sqlite")
+    store.put_month(_snapshot("2026-09", [11, 12]))
+    # a run killed while writing leaves its private file; the live month is untouched
+    stale = store.path.with_name(f".{store.path.name}.deadbeef.tmp")
+    stale.write_bytes(b"half a month")
+    assert store.as_of() == "2026-09" and set(store.get("customer", [11, 12])) == {11, 12}
+    store.put_month(_snapshot("2026-10", [21]))
+    assert store.as_of() == "2026-10"
+    left = sorted(p.name for p in store.path.parent.iterdir())
+    assert left == ["features.sqlite"]
+
+
+def test_a_store_path_that_cannot_be_written_is_refused(tmp_path) -> None:
+    from bookpulse.errors import BookpulseError
+
+    (tmp_path / "online").write_text("a file where the folder goes")
+    with pytest.raises(BookpulseError, match="is a file"):
+        SqliteStore(tmp_path / "online" / "features.sqlite").check()
+    (tmp_path / "ok" / "features.sqlite").mkdir(parents=True)
+    with pytest.raises(BookpulseError, match="is a folder"):
+        SqliteStore(tmp_path / "ok" / "features.sqlite").check()

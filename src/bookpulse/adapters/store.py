@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from pandas.api import types as pdt
 
 from bookpulse.adapters.publish import check_writable
+from bookpulse.book import io
 from bookpulse.domain import ENTITY_KEYS
 from bookpulse.errors import BookpulseError
 
@@ -224,7 +225,16 @@ class SqliteStore:
         return self._conn
 
     def put_month(self, snapshot: Snapshot) -> None:
+        """Write the month into a private file, then rename it over the live one (readers see
+        the old month or the new one). Runs take turns, and each removes the half-written
+        files of killed runs first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with io.locked(self.path):
+            for debris in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                debris.unlink(missing_ok=True)
+            self._write(snapshot)
+
+    def _write(self, snapshot: Snapshot) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             conn = sqlite3.connect(tmp)

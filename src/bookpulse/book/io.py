@@ -16,6 +16,7 @@ for months up to T never opens a file dated after T.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -143,12 +144,60 @@ def read_truth(book: Path, months: Iterable[str]) -> pd.DataFrame:
     return read_monthly(book / TRUTH_DIR, "customer_month", months)
 
 
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2  # renameat2 flag: swap two existing paths in one step (Linux)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE): at no
+    moment is either name missing. False where the system or file system cannot."""
+    import ctypes
+
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+@contextmanager
+def locked(target: Path):
+    """Hold a lock on the folder that holds `target` for the block: runs publishing there take
+    turns. The lock is the folder's own (no lock file to leave behind) and goes with the
+    process, so a killed run never leaves it held."""
+    import fcntl
+
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _clean_debris(target: Path) -> None:
+    """What killed runs left beside `target` (called under its lock, so no live run owns it):
+    a previous version stranded by a swap cut in half is put back first, then every
+    half-written or replaced copy is removed."""
+    stranded = sorted(target.parent.glob(f".{target.name}.old-*"))
+    if stranded and not target.exists():
+        os.replace(stranded.pop(), target)
+    for debris in [*stranded, *target.parent.glob(f".{target.name}.tmp-*")]:
+        shutil.rmtree(debris, ignore_errors=True)
+
+
 @contextmanager
 def publishing(target: Path, *, replace: bool = False):
     """Write into a temporary sibling folder; move it into place only if the block succeeds.
 
     Nothing half-written is ever visible at `target`, and an existing `target` is left alone
-    unless `replace` is set (then it is swapped out only after the new one is complete).
+    unless `replace` is set; then the two are exchanged in one atomic step, so `target`
+    always holds the previous version or the new one, never nothing. Runs publishing into one
+    place take turns, and each cleans what killed runs left there.
     """
     target = Path(target)
     if target.exists() and any(target.iterdir()) and not replace:
@@ -157,17 +206,21 @@ def publishing(target: Path, *, replace: bool = False):
             "to replace it."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with locked(target):
+        _clean_debris(target)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not target.exists():
+            os.replace(tmp, target)
+        elif _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+        else:  # two renames; a run cut between them is repaired by the next (_clean_debris)
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
