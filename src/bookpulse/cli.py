@@ -371,6 +371,16 @@ def score(
 
 
 @app.command()
+def status() -> None:
+    """Which month the API serves, the months published under $BOOKPULSE_HOME/scores with
+    their model versions, the champions, and what does not agree (a month whose online-store
+    publish did not finish, champions newer than the served month's models)."""
+    from bookpulse.jobs.status import status as status_job
+
+    show.status(run(status_job, _home()))
+
+
+@app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (use --host to expose).")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

@@ -232,6 +232,22 @@ def scored(result) -> None:
         console.print(f"[yellow]{name} not scored:[/] {why}")
 
 
+def status(st) -> None:
+    console.print(f"the API serves: [bold]{st.serving or 'nothing yet'}[/]")
+    table = Table(title="Published months (newest first)")
+    for col in ("month", "written", "engine", "models", "online store"):
+        table.add_column(col)
+    for p in st.published:
+        m = p.manifest
+        models = ", ".join(f"{n} v{x.version}" for n, x in m.models.items())
+        table.add_row(p.month, m.written_at, m.engine, models, m.online_store)
+    console.print(table)
+    champs = ", ".join(f"{n} v{v}" if v else f"{n} (none)" for n, v in st.champions.items())
+    console.print(f"champions: {champs}")
+    for w in st.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
 def monitored(result) -> None:
     report, drifts = result.report, result.drifts
     table = Table(title=f"Drift in {report.month} against each model's reference")

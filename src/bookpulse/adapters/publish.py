@@ -51,6 +51,10 @@ class Manifest(BaseModel):
     files: dict[str, dict[str, str | int]]
     timings_seconds: dict[str, float]
     short_history: bool = False  # scored with less history than the features read
+    # what the online store (the API) holds of this month: "published"; "pending" while (or,
+    # if the run died, since) the files are out but the store is not; "not asked"; or why not
+    # ("not recorded": a month published before this was kept)
+    online_store: str = "not recorded"
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -142,6 +146,7 @@ def publish_month(
     t: Timer,
     started: float,
     short_history: bool = False,
+    online_store: str = "not asked",
 ) -> Manifest:
     """Write everything into a temporary folder beside `out`, then swap it into place.
 
@@ -183,8 +188,19 @@ def publish_month(
             files=file_entries(tmp),
             timings_seconds=t.seconds,
             short_history=short_history,
+            online_store=online_store,
         )
         (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def mark_online(out: Path, status: str) -> Manifest:
+    """Record in the published month's manifest what the online store now holds of it
+    (replaced whole: a reader sees the old manifest or the new one)."""
+    manifest = Manifest.read(out).model_copy(update={"online_store": status})
+    tmp = Path(out) / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, Path(out) / MANIFEST_FILE)
     return manifest
 
 

@@ -25,6 +25,7 @@ from bookpulse.adapters.publish import (
     Timer,
     check_writable,
     default_out,
+    mark_online,
     publish_month,
 )
 from bookpulse.adapters.store import OnlineStore, Snapshot, open_store
@@ -167,6 +168,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
             online=store,
             timer=timer,
             allow_short_history=allow,
+            online_note=online,
         )
     else:
         for c in champions.values():
@@ -182,6 +184,7 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
             online=store,
             timer=timer,
             allow_short_history=allow,
+            online_note=online,
         )
     return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
 
@@ -197,10 +200,12 @@ def score_month(
     online: OnlineStore | None = None,
     timer: Timer | None = None,
     allow_short_history: bool = False,
+    online_note: str = "not asked",
 ) -> Manifest:
     """Score month `as_of` of `book` locally and publish it at `out`; return the manifest.
-    With `online` (an online store), the month's feature vectors go there too, for the API.
-    `timer`: the caller's, when it has run (and timed) `check_month` already.
+    With `online` (an online store), the month's feature vectors go there too, for the API,
+    and the manifest says so once they are; without, `online_note` says why not. `timer`: the
+    caller's, when it has run (and timed) `check_month` already.
 
     `progress(stage, done, total)` is told the rows scored so far."""
     t = timer or Timer()
@@ -252,9 +257,11 @@ def score_month(
         t,
         started,
         short_history(io.read_meta(book)["months"], as_of),
+        "pending" if online is not None else online_note,
     )
     if online is not None:
         online.put_month(online_snapshot(as_of, champions, customers_f, cards_f, cust, card))
+        manifest = mark_online(out, "published")
     return manifest
 
 

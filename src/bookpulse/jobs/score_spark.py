@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bookpulse.adapters.publish import Manifest, Timer, publish_month
+from bookpulse.adapters.publish import Manifest, Timer, mark_online, publish_month
 from bookpulse.adapters.store import BATCH_ROWS, KEYS, Snapshot, records
 from bookpulse.book import io
 from bookpulse.jobs.score import check_month, short_history
@@ -200,6 +200,7 @@ def score_month_spark(
     online=None,
     timer: Timer | None = None,
     allow_short_history: bool = False,
+    online_note: str = "not asked",
 ) -> Manifest:
     """Score month `as_of` on Spark and publish it at `out`, like `score.score_month`; with
     `online` (an online store), the month's feature documents and distributions go there
@@ -274,10 +275,12 @@ def score_month_spark(
             t,
             started,
             short_history(meta["months"], as_of),
+            "pending" if online is not None else online_note,
         )
         if online is not None:
             prefixes = {"customer": cust_prefixes, "card": card_prefixes}
             online.put_month(_online_snapshot(as_of, rows, staging / "rows", prefixes))
+            manifest = mark_online(out, "published")
         return manifest
     finally:
         for df in (cust, card):
