@@ -89,7 +89,7 @@ def _job(book: Path, home: Path, out: Path) -> dict:
     manifest = score_month(book, END, champions, _catalogs(), load_playbook(), out, online=online)
     return {
         "seconds": time.perf_counter() - started,
-        "manifest": manifest,
+        "manifest": manifest.model_dump(mode="json"),
         "publish": {
             "seconds": online.seconds,
             "rows": online.rows,
@@ -203,7 +203,7 @@ def main() -> None:
     )
     print(
         "  stages             "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_seconds.items())
+        + ", ".join(f"{k} {v:.1f} s" for k, v in m["timings_seconds"].items())
     )
     pub = job["publish"]
     print(
@@ -211,7 +211,7 @@ def main() -> None:
         + ", ".join(f"{n:,} {e}s" for e, n in pub["rows"].items())
         + f", {pub['bytes'] / 2**30:.2f} GiB   (target well under 15 s)"
     )
-    print("  rows out           " + ", ".join(f"{k} {v:,}" for k, v in m.rows_out.items()))
+    print("  rows out           " + ", ".join(f"{k} {v:,}" for k, v in m["rows_out"].items()))
     f = _measure("floor", book, args.home, out)
     floor = sum(f["floor"].values())
     per_model = ", ".join(f"{k} {v:.1f} s, {f['trees'][k]} trees" for k, v in f["floor"].items())
