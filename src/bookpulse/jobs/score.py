@@ -154,38 +154,16 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     store, online = online_store_for(month, home)
     tracking.configure(home)
     champions, not_scored = available_champions(list(load_model_specs().values()))
+    args = (book, month, champions, catalogs, playbook, out)
+    same = {"online": store, "timer": timer, "allow_short_history": allow, "online_note": online}
     if request.engine == "spark":
         from bookpulse.jobs.score_spark import score_month_spark
 
-        manifest = score_month_spark(
-            book,
-            month,
-            champions,
-            catalogs,
-            playbook,
-            out,
-            request.spark_master,
-            online=store,
-            timer=timer,
-            allow_short_history=allow,
-            online_note=online,
-        )
+        manifest = score_month_spark(*args, request.spark_master, **same)
     else:
         for c in champions.values():
             c.model.threads = request.threads
-        manifest = score_month(
-            book,
-            month,
-            champions,
-            catalogs,
-            playbook,
-            out,
-            progress,
-            online=store,
-            timer=timer,
-            allow_short_history=allow,
-            online_note=online,
-        )
+        manifest = score_month(*args, progress, **same)
     return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
 
 
