@@ -107,6 +107,13 @@ class Timer:
         self.seconds[name] = round(now - started, 3)
         return now
 
+    def add(self, name: str, started: float) -> float:
+        """Like `lap`, adding to the stage's seconds so far (a stage run partition by
+        partition)."""
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - started, 3)
+        return now
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -134,8 +141,15 @@ def file_entries(folder: Path) -> dict[str, dict]:
     }
 
 
-def publish_month(
-    out: Path,
+def publish_month(out: Path, *args, **kwargs) -> Manifest:
+    """Write everything into a temporary folder beside `out` (`write_month`), then swap it
+    into place."""
+    with io.publishing(out, replace=True) as tmp:
+        return write_month(tmp, *args, **kwargs)
+
+
+def write_month(
+    tmp: Path,
     as_of: str,
     book: Path,
     engine: str,
@@ -148,49 +162,47 @@ def publish_month(
     short_history: bool = False,
     online_store: str = "not asked",
 ) -> Manifest:
-    """Write everything into a temporary folder beside `out`, then swap it into place.
-
-    A table may be a frame, or a function that writes `<name>.parquet` itself (Spark) and
-    returns its row count."""
-    with io.publishing(out, replace=True) as tmp:
-        t0 = time.perf_counter()
-        rows_out = {}
-        for name, table in tables.items():
-            if callable(table):
-                rows_out[name] = int(table(tmp / f"{name}.parquet"))
-            else:
-                _write_table(table, tmp, name)
-                rows_out[name] = int(len(table))
-        (tmp / "lists").mkdir()
-        for name, df in lists.items():
-            _write_table(df, tmp / "lists", name, csv=True)
-            rows_out[f"lists/{name}"] = int(len(df))
-        t.lap("write", t0)
-        t.seconds["total"] = round(time.perf_counter() - started, 3)
-        manifest = Manifest(
-            as_of=as_of,
-            book=str(Path(book).resolve()),
-            book_generator=io.read_meta(book).get("generator"),
-            engine=engine,
-            written_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            rows_in=rows_in,
-            rows_out=rows_out,
-            models={
-                c.name: ManifestModel(
-                    registered_name=c.spec.registered_name,
-                    version=c.version,
-                    run_id=c.run_id,
-                    spec_hash=c.spec.spec_hash,
-                    trees=c.paths.trees,
-                )
-                for c in champions.values()
-            },
-            files=file_entries(tmp),
-            timings_seconds=t.seconds,
-            short_history=short_history,
-            online_store=online_store,
-        )
-        (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    """Write the month's tables, lists and manifest into `tmp` (the folder `io.publishing`
+    swaps into place). A table may be a frame, or a function that writes `<name>.parquet`
+    itself (or finds it written) and returns its row count."""
+    t0 = time.perf_counter()
+    rows_out = {}
+    for name, table in tables.items():
+        if callable(table):
+            rows_out[name] = int(table(tmp / f"{name}.parquet"))
+        else:
+            _write_table(table, tmp, name)
+            rows_out[name] = int(len(table))
+    (tmp / "lists").mkdir()
+    for name, df in lists.items():
+        _write_table(df, tmp / "lists", name, csv=True)
+        rows_out[f"lists/{name}"] = int(len(df))
+    t.lap("write", t0)
+    t.seconds["total"] = round(time.perf_counter() - started, 3)
+    manifest = Manifest(
+        as_of=as_of,
+        book=str(Path(book).resolve()),
+        book_generator=io.read_meta(book).get("generator"),
+        engine=engine,
+        written_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        rows_in=rows_in,
+        rows_out=rows_out,
+        models={
+            c.name: ManifestModel(
+                registered_name=c.spec.registered_name,
+                version=c.version,
+                run_id=c.run_id,
+                spec_hash=c.spec.spec_hash,
+                trees=c.paths.trees,
+            )
+            for c in champions.values()
+        },
+        files=file_entries(tmp),
+        timings_seconds=t.seconds,
+        short_history=short_history,
+        online_store=online_store,
+    )
+    (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
 

@@ -59,6 +59,10 @@ class BookFrames:
     relationships: pd.DataFrame
     branches: pd.DataFrame
     month_end: pd.DataFrame | None = None
+    # For a slice of the book (one partition of customers): what every linked customer,
+    # in the slice or not, brings to the relationship features (`linked_facts`), computed
+    # from the whole book. None: computed from `snapshots`, which then hold them all.
+    linked: pd.DataFrame | None = None
 
 
 def window_months(as_of: str, months: int = HISTORY_MONTHS) -> list[str]:
@@ -71,13 +75,15 @@ def read_frames(
     as_of: str,
     months: int = HISTORY_MONTHS,
     customer_ids: np.ndarray | None = None,
+    linked: pd.DataFrame | None = None,
 ) -> BookFrames:
     """Read what features as of `as_of` may use: the window's partitions and static tables.
 
     Month T's snapshot is read whole; earlier months only the panel's columns. With
     `customer_ids`, only those customers' rows (and their cards') are read: a slice of the
-    book for one partition of a distributed job, which must then include the customers'
-    linked customers (see `with_linked`) for the relationship features to be whole."""
+    book for one partition of a job, whose relationship features need the facts of the
+    customers they are linked to: either pass those facts for the whole book as `linked`
+    (`read_linked_facts`), or include the linked customers in `customer_ids` (`with_linked`)."""
     meta = io.read_meta(book)
     as_of = io.month_key(as_of)
     if as_of not in meta["months"]:
@@ -113,8 +119,59 @@ def read_frames(
         relationships=io.read_static(book, "relationships", where=by_customer),
         branches=io.read_static(book, "branches", ["branch_id", "area_type"]),
         month_end=month_end,
+        linked=linked,
     )
     return point_in_time(frames, as_of)
+
+
+# What a linked customer brings to relationship features: month T's standing and the last
+# three months' attrition (the months T-3 .. T).
+LINKED_MONTHS = 4
+LINKED_COLUMNS = ["customer_id", "status", "aum_total", "txn_count", "digital_logins"]
+
+
+def linked_facts(snapshots: pd.DataFrame, as_of: str | pd.Timestamp) -> pd.DataFrame:
+    """Per customer of `snapshots` (which must hold months T-3 .. T of LINKED_COLUMNS), indexed
+    by customer_id: `aum` (assets at T if active at T, else NaN) and `attrited_3m` (attrited
+    in (T-3 months, T]: an attrited row in that window and none at T-3). Pure; per customer,
+    so a book's facts are the union of its partitions' facts."""
+    t = io.month_end(as_of)
+    snaps = snapshots.loc[snapshots["month"] <= t]
+    at_t = snaps.loc[snaps["month"] == t]
+    active = ~is_attrited(
+        at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
+    )
+    ids = at_t["customer_id"].to_numpy()
+    aum = pd.Series(at_t["aum_total"].to_numpy(float)[active], index=ids[active])
+    recent = snaps.loc[snaps["month"] > t - pd.offsets.MonthEnd(3)]
+    gone = is_attrited(
+        recent["status"], recent["aum_total"], recent["txn_count"], recent["digital_logins"]
+    )
+    earlier = snaps.loc[snaps["month"] == t - pd.offsets.MonthEnd(3)]
+    gone_before = is_attrited(
+        earlier["status"], earlier["aum_total"], earlier["txn_count"], earlier["digital_logins"]
+    )
+    attrited = np.setdiff1d(
+        recent["customer_id"].to_numpy()[gone], earlier["customer_id"].to_numpy()[gone_before]
+    )
+    index = pd.Index(np.union1d(aum.index.to_numpy(), attrited), name="customer_id")
+    return pd.DataFrame(
+        {"aum": aum.reindex(index).to_numpy(float), "attrited_3m": index.isin(attrited)},
+        index=index,
+    )
+
+
+def read_linked_facts(
+    book: Path, as_of: str, customer_ids: np.ndarray, keep: np.ndarray | None = None
+) -> pd.DataFrame:
+    """`linked_facts` of the customers `customer_ids` (one partition), read from the book;
+    with `keep`, only those customers' (the ones someone is linked to)."""
+    meta = io.read_meta(book)
+    months = [m for m in window_months(io.month_key(as_of), LINKED_MONTHS) if m in meta["months"]]
+    where = ("customer_id", customer_ids)
+    snaps = io.read_monthly(book, "snapshots", months, LINKED_COLUMNS, where)
+    facts = linked_facts(snaps, as_of)
+    return facts if keep is None else facts.loc[facts.index.isin(keep)]
 
 
 def with_linked(relationships: pd.DataFrame, customer_ids: np.ndarray) -> np.ndarray:

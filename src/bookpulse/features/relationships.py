@@ -5,44 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bookpulse.domain import is_attrited, tier_index
+from bookpulse.domain import tier_index
 from bookpulse.features._util import f32
-from bookpulse.features.history import AsOf
-
-
-def _recently_attrited(snaps: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
-    """Customers who attrited in (T-3 months, T]: an attrited row in that window and none before."""
-    recent = snaps.loc[snaps["month"] > t - pd.offsets.MonthEnd(3)]
-    gone = is_attrited(
-        recent["status"], recent["aum_total"], recent["txn_count"], recent["digital_logins"]
-    )
-    earlier = snaps.loc[snaps["month"] == t - pd.offsets.MonthEnd(3)]
-    gone_before = earlier.loc[
-        is_attrited(
-            earlier["status"], earlier["aum_total"], earlier["txn_count"], earlier["digital_logins"]
-        ),
-        "customer_id",
-    ]
-    ids = recent.loc[gone, "customer_id"].unique()
-    return np.setdiff1d(ids, gone_before.to_numpy())
+from bookpulse.features.history import AsOf, linked_facts
 
 
 def compute(v: AsOf) -> pd.DataFrame:
     rel = v.frames.relationships
     rel = rel.loc[rel["customer_id"].isin(v.ids)]
-    snaps = v.frames.snapshots
-    at_t = snaps.loc[
-        snaps["month"] == v.t, ["customer_id", "status", "aum_total", "txn_count", "digital_logins"]
-    ]
-    active_t = ~is_attrited(
-        at_t["status"], at_t["aum_total"], at_t["txn_count"], at_t["digital_logins"]
-    )
-    linked_aum = pd.Series(
-        at_t["aum_total"].to_numpy(float)[active_t], index=at_t["customer_id"].to_numpy()[active_t]
-    )
-    aum = linked_aum.reindex(rel["related_customer_id"].to_numpy()).to_numpy()
+    facts = v.frames.linked
+    if facts is None:
+        facts = linked_facts(v.frames.snapshots, v.t)
+    linked = facts.reindex(rel["related_customer_id"].to_numpy())
+    aum = linked["aum"].to_numpy(float)
     tier = np.where(np.isnan(aum), np.nan, tier_index(np.nan_to_num(aum)))
-    gone = np.isin(rel["related_customer_id"].to_numpy(), _recently_attrited(snaps, v.t))
+    gone = linked["attrited_3m"].fillna(False).to_numpy(bool)
     kind = rel["kind"].astype(str).to_numpy()
     frame = pd.DataFrame(
         {

@@ -10,13 +10,18 @@ partitions of customers (`jobs.score_spark`).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bookpulse.adapters import tracking
 from bookpulse.adapters.champions import available_champions
@@ -26,24 +31,25 @@ from bookpulse.adapters.publish import (
     check_writable,
     default_out,
     mark_online,
-    publish_month,
+    write_month,
 )
-from bookpulse.adapters.store import OnlineStore, Snapshot, open_store
+from bookpulse.adapters.store import KEYS, OnlineStore, open_store
 from bookpulse.book import io
 from bookpulse.book.validate import describe_problems, validate_book
 from bookpulse.config import get_settings
 from bookpulse.errors import ScoringError
 from bookpulse.features import build_features, read_frames
-from bookpulse.features.history import HISTORY_MONTHS, window_months
+from bookpulse.features.history import HISTORY_MONTHS, read_linked_facts, window_months
 from bookpulse.model.batch import (
+    add_book_ranks,
     add_ranks,
-    build_lists,
     online_rows,
+    planned_lists,
     require_features,
     score_rows,
-    scored_population,
 )
 from bookpulse.model.core import Champion
+from bookpulse.model.lists import action_list, list_candidates
 from bookpulse.specs import (
     FeatureSpec,
     Playbook,
@@ -53,6 +59,9 @@ from bookpulse.specs import (
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, rows done, rows in all)
+# Customers a partition of the local engine holds at once: peak memory follows it (about
+# 1 GiB at 250,000 with four models), not the book's size.
+PARTITION_CUSTOMERS = 250_000
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,13 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
     return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
 
 
+def customer_partitions(ids: np.ndarray, size: int) -> list[np.ndarray]:
+    """The book's customer ids in id order, cut into runs of `size`: a book written in id
+    order (as `bookpulse book generate` writes it) gives each run its own row groups."""
+    ids = np.sort(np.asarray(ids))
+    return [ids[i : i + size] for i in range(0, len(ids), size)] or [ids]
+
+
 def score_month(
     book: Path,
     as_of: str,
@@ -179,90 +195,210 @@ def score_month(
     timer: Timer | None = None,
     allow_short_history: bool = False,
     online_note: str = "not asked",
+    partition_customers: int = PARTITION_CUSTOMERS,
 ) -> Manifest:
     """Score month `as_of` of `book` locally and publish it at `out`; return the manifest.
     With `online` (an online store), the month's feature vectors go there too, for the API,
     and the manifest says so once they are; without, `online_note` says why not. `timer`: the
     caller's, when it has run (and timed) `check_month` already.
 
-    `progress(stage, done, total)` is told the rows scored so far."""
+    The book streams through in partitions of `partition_customers` customers, so memory
+    depends on the partition, not the book:
+    1. the facts linked customers bring to relationship features, partition by partition;
+    2. each partition's features, scores with reasons (staged as Parquet in the month's
+       temporary folder) and online documents (written to the store's private copy);
+    3. each staged partition ranked against the book's sorted probabilities (exact book-wide
+       percentiles and deciles), appended to `customers.parquet`, its list candidates merged;
+    4. lists, manifest, the swap into place, then the online store made live.
+
+    `progress(stage, done, total)` is told the customers done so far."""
     t = timer or Timer()
     started, t0 = t.started, time.perf_counter()
     as_of = io.month_key(as_of)
     if timer is None:
         check_month(book, as_of, allow_short_history)
         t0 = t.lap("validate", t0)
-    customers_f, cards_f = build_features(read_frames(book, as_of), as_of)
-    frames = {"customer": customers_f, "card": cards_f}
-    require_features(champions, frames)
-    t0 = t.lap("features", t0)
-    static = io.read_static(book, "customers", ["customer_id", "branch_id", "rm_id"])
+    require_features(champions, {e: list(catalog) for e, catalog in catalogs.items()})
+    ids = io.read_static(book, "customers", ["customer_id"])["customer_id"].to_numpy()
+    parts = customer_partitions(ids, partition_customers)
+    related = io.read_static(book, "relationships", ["related_customer_id"])
+    related = np.unique(related["related_customer_id"].to_numpy())
+    linked = pd.concat([read_linked_facts(book, as_of, own, keep=related) for own in parts])
+    del related
+    t.lap("linked", t0)
     rms = io.read_static(book, "rms")
     branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
-    total = sum(len(scored_population(c.spec, frames[c.spec.entity])) for c in champions.values())
-    done = 0
-
-    def tick(rows: int) -> None:
-        nonlocal done
-        done += rows
-        if progress:
-            progress("scoring", done, total)
-
-    cust, card = score_rows(champions, catalogs, customers_f, cards_f, static, tick)
-    for c in champions.values():
-        if c.spec.entity == "customer":
-            cust = add_ranks(cust, c.spec.prefix)
-        else:
-            card = add_ranks(card, c.spec.prefix)
-    t0 = t.lap("scoring", t0)
     specs = {c.name: c.spec for c in champions.values()}
-    lists = build_lists(cust, card, rms, branches, playbook, specs)
-    t0 = t.lap("lists", t0)
-    rows_in = {
-        "customers_in_book": int(len(static)),
-        "active_customers": int(len(customers_f)),
-        "new_unused_cards": int(len(cards_f)),
-    }
-    manifest = publish_month(
-        out,
-        as_of,
-        book,
-        "local",
-        champions,
-        rows_in,
-        {"customers": cust, "cards": card},
-        lists,
-        t,
-        started,
-        short_history(io.read_meta(book)["months"], as_of),
-        "pending" if online is not None else online_note,
-    )
-    if online is not None:
-        online.put_month(online_snapshot(as_of, champions, customers_f, cards_f, cust, card))
+    prefixes = {e: [c.spec.prefix for c in champions.values() if c.spec.entity == e] for e in KEYS}
+    store = online.month_writer(as_of) if online is not None else nullcontext()
+    with store as writer:
+        with io.publishing(out, replace=True) as tmp:
+            staged = _Staged(tmp / "_staged")
+            _score_partitions(
+                book, as_of, parts, linked, champions, catalogs, staged, writer, t, progress
+            )
+            del linked
+            t0 = time.perf_counter()
+            dists = staged.distributions()
+            card = staged.cards()
+            for prefix in prefixes["card"]:
+                dists[prefix] = np.sort(card[f"{prefix}_probability"].dropna().to_numpy(float))
+                card = add_ranks(card, prefix)
+            columns = {"customer": staged.ranked_columns(dists), "card": list(card)}
+            plan = planned_lists(playbook, specs, columns)
+            candidates = staged.write_ranked(tmp / "customers.parquet", dists, plan, rms)
+            t0 = t.add("ranks", t0)
+            lists = {
+                name: action_list(
+                    name,
+                    lst,
+                    candidates[name] if spec.entity == "customer" else card,
+                    spec.prefix,
+                    spec.id_column,
+                    rms,
+                    branches,
+                )
+                for name, lst, spec in plan
+            }
+            t.add("lists", t0)
+            shutil.rmtree(staged.folder)
+            manifest = write_month(
+                tmp,
+                as_of,
+                book,
+                f"local (partitions of {partition_customers:,} customers)",
+                champions,
+                {
+                    "customers_in_book": int(len(ids)),
+                    "active_customers": staged.rows["customer"],
+                    "new_unused_cards": staged.rows["card"],
+                },
+                {"customers": lambda _: staged.rows["customer"], "cards": card},
+                lists,
+                t,
+                started,
+                short_history(io.read_meta(book)["months"], as_of),
+                "pending" if online is not None else online_note,
+            )
+        if writer is not None:  # the files are in place: now the store, for the API
+            t0 = time.perf_counter()
+            writer.commit(dists)
+            t.add("online", t0)
+    if writer is not None:
         manifest = mark_online(out, "published")
     return manifest
 
 
-def online_snapshot(
+PARQUET = {"compression": "zstd", "write_statistics": True}  # as `io.write_parquet`
+
+
+class _Staged:
+    """The month's scored partitions, staged as Parquet (customer rows without ranks), and
+    what the book-wide pass needs kept in memory: each customer model's probabilities (8
+    bytes a row), the card rows (a month's new cards: few) and the row counts."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir()
+        self.folder = folder
+        self.paths: list[Path] = []
+        self.probabilities: dict[str, list[np.ndarray]] = {}
+        self.card_parts: list[pd.DataFrame] = []
+        self.rows = {"customer": 0, "card": 0}
+        self.columns: list[str] = []
+
+    def add(self, cust: pd.DataFrame, card: pd.DataFrame, prefixes: list[str]) -> None:
+        for prefix in prefixes:
+            p = cust[f"{prefix}_probability"].dropna().to_numpy(np.float64)
+            self.probabilities.setdefault(prefix, []).append(p)
+        path = self.folder / f"customers-{len(self.paths):05d}.parquet"
+        io.write_parquet(cust, path)
+        self.paths.append(path)
+        self.columns = list(cust.columns)
+        if len(card) or not self.card_parts:  # an empty part only to keep the columns
+            self.card_parts = [c for c in self.card_parts if len(c)] + [card]
+        self.rows["customer"] += len(cust)
+        self.rows["card"] += len(card)
+
+    def distributions(self) -> dict[str, np.ndarray]:
+        """Each customer model's probabilities over the book, sorted."""
+        return {p: np.sort(np.concatenate(a)) for p, a in self.probabilities.items()}
+
+    def cards(self) -> pd.DataFrame:
+        """The month's card rows, in card order (as the whole book's feature frame has them)."""
+        card = pd.concat(self.card_parts, ignore_index=True) if self.card_parts else None
+        return card.sort_values("card_id", kind="stable").reset_index(drop=True)
+
+    def parts(self):
+        """The staged customer rows, a partition at a time, in id order."""
+        for path in self.paths:
+            yield pd.read_parquet(path)
+
+    def ranked_columns(self, dists: dict[str, np.ndarray]) -> list[str]:
+        """The customer table's columns once ranked (percentile and decile after each
+        probability)."""
+        out = []
+        for c in self.columns:
+            out.append(c)
+            if c.endswith("_probability") and c.removesuffix("_probability") in dists:
+                out += [c.replace("_probability", f"_{r}") for r in ("percentile", "decile")]
+        return out
+
+    def write_ranked(
+        self, path: Path, dists: dict[str, np.ndarray], plan: list, rms: pd.DataFrame
+    ) -> dict[str, pd.DataFrame]:
+        """Each staged part ranked against the book's sorted probabilities `dists` and
+        appended to the Parquet file `path`; returns each customer list's candidates
+        (`list_candidates`, merged part by part)."""
+        candidates: dict[str, pd.DataFrame] = {}
+        writer = None
+        try:
+            for part in self.parts():
+                for prefix in self.probabilities:
+                    part = add_book_ranks(part, prefix, dists[prefix])
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                writer = writer or pq.ParquetWriter(path, table.schema, **PARQUET)
+                writer.write_table(table.cast(writer.schema))
+                for name, lst, spec in plan:
+                    if spec.entity == "customer":
+                        both = pd.concat([candidates[name], part]) if name in candidates else part
+                        candidates[name] = list_candidates(
+                            lst, both, spec.prefix, spec.id_column, rms
+                        )
+        finally:
+            if writer is not None:
+                writer.close()
+        return candidates
+
+
+def _score_partitions(
+    book: Path,
     as_of: str,
+    parts: list[np.ndarray],
+    linked: pd.DataFrame,
     champions: dict[str, Champion],
-    customers_f: pd.DataFrame,
-    cards_f: pd.DataFrame,
-    cust: pd.DataFrame,
-    card: pd.DataFrame,
-) -> Snapshot:
-    """What the API needs of this month: each row's features (those the champions use) with
-    its context, and the month's score distributions (for percentiles)."""
-    tables = {"customer": cust, "card": card}
-    dists = {
-        c.spec.prefix: tables[c.spec.entity][f"{c.spec.prefix}_probability"].dropna().to_numpy()
-        for c in champions.values()
-    }
-    return Snapshot(
-        as_of=as_of,
-        rows={
-            "customer": online_rows(champions, "customer", customers_f, cust),
-            "card": online_rows(champions, "card", cards_f, card),
-        },
-        distributions=dists,
-    )
+    catalogs: dict[str, dict[str, FeatureSpec]],
+    staged: _Staged,
+    writer,
+    t: Timer,
+    progress: Progress | None,
+) -> None:
+    """Features, scores with reasons and online documents, partition by partition."""
+    prefixes = [c.spec.prefix for c in champions.values() if c.spec.entity == "customer"]
+    total, done = sum(len(p) for p in parts), 0
+    for own in parts:
+        t0 = time.perf_counter()
+        frames = read_frames(book, as_of, customer_ids=own, linked=linked)
+        customers_f, cards_f = build_features(frames, as_of)
+        t0 = t.add("features", t0)
+        static = frames.customers[["customer_id", "branch_id", "rm_id"]]
+        del frames
+        cust, card = score_rows(champions, catalogs, customers_f, cards_f, static)
+        t0 = t.add("scoring", t0)
+        staged.add(cust, card, prefixes)
+        if writer is not None:
+            writer.add("customer", online_rows(champions, "customer", customers_f, cust))
+            writer.add("card", online_rows(champions, "card", cards_f, card))
+            t0 = t.add("online", t0)
+        done += len(own)
+        if progress:
+            progress("scoring", done, total)

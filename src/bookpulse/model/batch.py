@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from bookpulse.domain import ENTITY_CONTEXT, ENTITY_KEYS
@@ -27,11 +28,12 @@ CARD_BASE = ["card_id", "customer_id", "as_of", "branch_id", "rm_id", "segment",
 Progress = Callable[[int], None]  # called with the rows just scored
 
 
-def require_features(champions: dict[str, Champion], frames: dict[str, pd.DataFrame]) -> None:
-    """Refuse a model whose features the feature frame does not have."""
+def require_features(champions: dict[str, Champion], made: dict[str, list[str]]) -> None:
+    """Refuse a model needing features the pipeline does not make (`made`: per entity, the
+    feature frame's columns, or the catalog's features: the pipeline makes those)."""
     for champ in champions.values():
-        frame = frames[champ.spec.target.entity]
-        missing = [f for f in champ.model.features if f not in frame.columns]
+        have = set(made[champ.spec.target.entity])
+        missing = [f for f in champ.model.features if f not in have]
         if missing:
             raise ScoringError(
                 f"{champ.spec.registered_name} version {champ.version} needs features the "
@@ -131,6 +133,14 @@ def add_ranks(
     out.insert(at, f"{prefix}_percentile", ranks["percentile"].astype("float64"))
     out.insert(at + 1, f"{prefix}_decile", ranks["decile"].astype("Int8"))
     return out
+
+
+def add_book_ranks(table: pd.DataFrame, prefix: str, book: np.ndarray) -> pd.DataFrame:
+    """`add_ranks` for a part of the book, against `book`: the sorted probabilities of every
+    row of the book the model scored. Equal to ranking the whole book at once."""
+    p = table[f"{prefix}_probability"].to_numpy(np.float64)
+    below = pd.Series(np.searchsorted(book, p, side="left"), index=table.index)
+    return add_ranks(table, prefix, below, len(book))
 
 
 def planned_lists(

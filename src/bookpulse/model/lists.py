@@ -43,6 +43,38 @@ def rm_caps(rms: pd.DataFrame, lst: ActionList) -> pd.Series:
     return pd.Series(cap.astype(np.int64), index=rms["rm_id"].to_numpy())
 
 
+def _selected(
+    lst: ActionList, scored: pd.DataFrame, prefix: str, key: str, rms: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of the list and their rank within their RM: the list's deciles, ordered by
+    probability (then id: a total order), cut at each RM's cap."""
+    p, decile = scored[f"{prefix}_probability"], scored[f"{prefix}_decile"]
+    if lst.rank == "highest_first":
+        rows = scored.loc[p.notna() & (decile <= lst.max_decile)]
+        ascending = False
+    else:
+        rows = scored.loc[p.notna() & (decile >= 11 - lst.max_decile)]
+        ascending = True
+    rows = rows.sort_values(
+        ["rm_id", f"{prefix}_probability", key], ascending=[True, ascending, True], kind="stable"
+    )
+    rank = rows.groupby("rm_id", sort=False).cumcount().to_numpy() + 1
+    caps = rm_caps(rms, lst).reindex(rows["rm_id"].to_numpy()).fillna(0).to_numpy()
+    keep = rank <= caps
+    return rows.loc[keep], rank[keep]
+
+
+def list_candidates(
+    lst: ActionList, scored: pd.DataFrame, prefix: str, key: str, rms: pd.DataFrame
+) -> pd.DataFrame:
+    """The rows of `scored` that could make the list: those it would hold if `scored` were
+    the whole book. Rows of the book outside a part's candidates can only rank below them in
+    their RM's list, so `action_list` on the candidates of every part (merged as they come:
+    `list_candidates(pd.concat([so_far, part]))` stays as small as the list) is the list of
+    the whole book. How the streaming engine builds lists without holding the book."""
+    return _selected(lst, scored, prefix, key, rms)[0]
+
+
 def action_list(
     name: str,
     lst: ActionList,
@@ -56,20 +88,7 @@ def action_list(
     segment, tier and the `<prefix>_*` score columns), ranked within each RM and cut at the
     RM's cap."""
     col = lambda c: f"{prefix}_{c}"  # noqa: E731
-    rows = scored.loc[scored[col("probability")].notna()]
-    if lst.rank == "highest_first":
-        rows = rows.loc[rows[col("decile")] <= lst.max_decile]
-        ascending = False
-    else:
-        rows = rows.loc[rows[col("decile")] >= 11 - lst.max_decile]
-        ascending = True
-    rows = rows.sort_values(
-        ["rm_id", col("probability"), key], ascending=[True, ascending, True], kind="stable"
-    )
-    rank = rows.groupby("rm_id", sort=False).cumcount().to_numpy() + 1
-    caps = rm_caps(rms, lst).reindex(rows["rm_id"].to_numpy()).fillna(0).to_numpy()
-    keep = rank <= caps
-    rows, rank = rows.loc[keep], rank[keep]
+    rows, rank = _selected(lst, scored, prefix, key, rms)
     segment = rows["segment"].astype("string").fillna("").to_numpy(object)
     tier = rows["tier"].astype("string").fillna("").to_numpy(object)
     pairs = pd.Series(list(zip(segment, tier, strict=True)), dtype=object)
