@@ -405,3 +405,33 @@ def test_closed_rows_hold_no_products(tmp_path, tables, meta) -> None:
     snap.loc[2, "status"] = "closed"  # closed, but still showing products
     problem = the(problems_of(tmp_path, tables, meta), "snapshots", "products_held")
     assert "0 once closed" in problem.reason
+
+
+def test_slices_find_what_one_read_finds(small_book: Path, tmp_path: Path, monkeypatch) -> None:
+    """Each file is checked a slice at a time; duplicates split across slices, bad values in
+    any slice and unknown ids are found and counted as reading the file whole finds them."""
+    import bookpulse.book.validate as validate
+
+    book = tmp_path / "book"
+    shutil.copytree(small_book, book)
+    month = json.loads((book / "book.json").read_text())["months"][-1]
+    snap = pd.read_parquet(monthly_path(book, "snapshots", month))
+    first = snap.iloc[[0]]
+    bad = snap.iloc[[5]].assign(customer_id=10**12, txn_count=-3)
+    write_parquet(
+        pd.concat([first, snap, first, bad], ignore_index=True),
+        monthly_path(book, "snapshots", month),
+    )
+    customers = pd.read_parquet(book / "customers.parquet")
+    write_parquet(pd.concat([customers, customers.iloc[[0]]]), book / "customers.parquet")
+
+    def found(rows: int) -> list[tuple]:
+        monkeypatch.setattr(validate, "BATCH_ROWS", rows)
+        return sorted((p.table, p.column, p.reason) for p in validate_book(book))
+
+    whole = found(10**9)
+    assert len(whole) >= 4, whole
+    assert any("duplicate" in r and "(3 rows)" in r for t, _, r in whole if t == "snapshots")
+    assert any("duplicate" in r and "(2 rows)" in r for t, _, r in whole if t == "customers")
+    assert found(97) == whole
+    assert found(400) == whole

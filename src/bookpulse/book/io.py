@@ -149,12 +149,32 @@ def read_monthly(
         path = monthly_path(book, table, m)
         if not path.is_file():
             raise BookError(f"table {table!r} has no partition for {month_key(m)}: expected {path}")
-        df = _to_pandas(_read_parquet(path, columns, where))
-        df.insert(1 if "customer_id" in df or "card_id" in df else 0, "month", month_end(m))
-        frames.append(df)
+        frames.append(_add_month(_to_pandas(_read_parquet(path, columns, where)), m))
     if not frames:
         raise BookError(f"no months asked of table {table!r}")
     return pd.concat(frames, ignore_index=True)
+
+
+def _add_month(df: pd.DataFrame, month: str) -> pd.DataFrame:
+    df.insert(1 if "customer_id" in df or "card_id" in df else 0, "month", month_end(month))
+    return df
+
+
+def read_batches(path: Path, rows: int, month: str | None = None):
+    """A table's file as frames of at most `rows` rows (as `read_static` gives it, or as
+    `read_monthly` with its `month` column when `month` is given): a large file checked a
+    slice at a time. An empty file gives one empty frame."""
+    try:
+        f = pq.ParquetFile(path)
+        if f.metadata.num_rows:
+            tables = (pa.Table.from_batches([b], f.schema_arrow) for b in f.iter_batches(rows))
+        else:
+            tables = iter([f.schema_arrow.empty_table()])
+        for table in tables:
+            df = _to_pandas(table)
+            yield df if month is None else _add_month(df, month)
+    except (OSError, pa.ArrowException) as exc:
+        raise BookError(f"cannot read {path}: {exc}") from None
 
 
 def read_truth(book: Path, months: Iterable[str]) -> pd.DataFrame:

@@ -15,8 +15,9 @@ What is checked:
   the book's last month-end, cards issued before their customer was onboarded, snapshots
   before the customer's onboarding month, card spend before the card's issue month.
 
-Monthly tables are read one month at a time; of the static tables only the ids and dates the
-cross-table checks need are kept, so memory stays bounded for a large book.
+Every file is read a slice of BATCH_ROWS rows at a time, and of the static tables only the
+ids and dates the cross-table checks need are kept, so memory stays bounded for a large book.
+Keys duplicated across slices are found from the key columns alone.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bookpulse.book import io
 from bookpulse.book.schema import SCHEMAS, TABLE_KEYS, TEXT_TYPE_ERROR
 
 MAX_EXAMPLES = 5
+BATCH_ROWS = 500_000  # rows checked at once: a 10-million-customer month in 20 slices
 META = io.META_FILE
 # Static tables in the order their cross-table checks need them.
 STATIC_ORDER = ("branches", "rms", "customers", "relationships", "cards")
@@ -322,6 +324,20 @@ class _Reference:
     onboard_date: pd.Series | None = None  # by customer_id
     card_ids: pd.Index | None = None
     issue_date: pd.Series | None = None  # by card_id
+    # what a table's slices gave so far, made into the fields above by `finish`
+    pending: dict[str, list] = field(default_factory=dict)
+
+    def collect(self, name: str, part: np.ndarray | pd.Series) -> None:
+        self.pending.setdefault(name, []).append(part)
+
+    def finish(self) -> None:
+        for name, parts in self.pending.items():
+            if isinstance(parts[0], pd.Series):
+                series = pd.concat(parts)
+                setattr(self, name, series[~series.index.duplicated()])
+            else:
+                setattr(self, name, pd.Index(pd.unique(np.concatenate(parts))))
+        self.pending = {}
 
 
 def _by_id(df: pd.DataFrame, id_column: str, value_column: str) -> pd.Series:
@@ -360,19 +376,19 @@ def _cross_check(c: _Checked, ref: _Reference) -> None:
     df = c.df
     if c.table == "branches":
         if c.ok("branch_id"):
-            ref.branch_ids = pd.Index(df["branch_id"].unique())
+            ref.collect("branch_ids", df["branch_id"].unique())
     elif c.table == "rms":
         c.unknown("branch_id", ref.branch_ids, "branch", "branches")
         if c.ok("rm_id"):
-            ref.rm_ids = pd.Index(df["rm_id"].unique())
+            ref.collect("rm_ids", df["rm_id"].unique())
     elif c.table == "customers":
         c.unknown("branch_id", ref.branch_ids, "branch", "branches")
         c.unknown("rm_id", ref.rm_ids, "RM", "rms")
         c.after_end("onboard_date", ref)
         if c.ok("customer_id"):
-            ref.customer_ids = pd.Index(df["customer_id"].unique())
+            ref.collect("customer_ids", df["customer_id"].unique())
             if c.ok("onboard_date"):
-                ref.onboard_date = _by_id(df, "customer_id", "onboard_date")
+                ref.collect("onboard_date", _by_id(df, "customer_id", "onboard_date"))
     elif c.table == "relationships":
         c.unknown("customer_id", ref.customer_ids, "customer", "customers")
         c.unknown("related_customer_id", ref.customer_ids, "customer", "customers")
@@ -392,9 +408,9 @@ def _cross_check(c: _Checked, ref: _Reference) -> None:
                 extra={"onboard_date": onboard},
             )
         if c.ok("card_id"):
-            ref.card_ids = pd.Index(df["card_id"].unique())
+            ref.collect("card_ids", df["card_id"].unique())
             if c.ok("issue_date"):
-                ref.issue_date = _by_id(df, "card_id", "issue_date")
+                ref.collect("issue_date", _by_id(df, "card_id", "issue_date"))
     elif c.table == "snapshots":
         c.unknown("customer_id", ref.customer_ids, "customer", "customers")
         if ref.onboard_date is not None and c.ok("customer_id") and c.month is not None:
@@ -552,19 +568,15 @@ def _validate(
         if not path.is_file():
             findings.add(table, None, f"table is missing: expected {path}")
         else:
-            df = _read(findings, table, path, lambda t=table: io.read_static(book, t))
-            if df is not None:
-                unusable = _check_schema(table, df, findings, None)
-                _cross_check(_Checked(table, df, unusable, findings), ref)
-                if table == "customers":
-                    said = meta.get("customers")
-                    if isinstance(said, int) and not isinstance(said, bool) and said != len(df):
-                        findings.add(
-                            META,
-                            "customers",
-                            f"says {said:,} customers but customers.parquet has {len(df):,} rows",
-                        )
-            del df
+            rows = _check_file(findings, ref, table, path)
+            said = meta.get("customers")
+            counted = isinstance(said, int) and not isinstance(said, bool)
+            if table == "customers" and rows is not None and counted and said != rows:
+                findings.add(
+                    META,
+                    "customers",
+                    f"says {said:,} customers but customers.parquet has {rows:,} rows",
+                )
         step(table)
 
     if not months:
@@ -573,19 +585,73 @@ def _validate(
         present = set(_partitions(book, table, months, findings))
         for month in checked:
             if month in present:
-                path = io.monthly_path(book, table, month)
-                df = _read(
-                    findings,
-                    table,
-                    path,
-                    lambda t=table, m=month: io.read_monthly(book, t, [m]),
-                    month,
-                )
-                if df is not None:
-                    unusable = _check_schema(table, df, findings, month)
-                    _cross_check(_Checked(table, df, unusable, findings, month), ref)
-                del df
+                _check_file(findings, ref, table, io.monthly_path(book, table, month), month)
             step(f"{table} {month}")
+
+
+def _check_file(
+    findings: _Findings, ref: _Reference, table: str, path: Path, month: str | None = None
+) -> int | None:
+    """Check one file a slice of BATCH_ROWS rows at a time (memory bounded by the slice, not
+    the table): its schema, the cross-table checks, and keys duplicated across slices. The
+    file's rows, or None if it cannot be read."""
+    keys = _unique_keys(table)
+    seen: dict[tuple[str, ...], list[pd.DataFrame]] = {k: [] for k in keys}
+    within = dict.fromkeys(keys, 0)
+    rows = 0
+    try:
+        for df in io.read_batches(path, BATCH_ROWS, month):
+            unusable = _check_schema(table, df, findings, month)
+            _cross_check(_Checked(table, df, unusable, findings, month), ref)
+            for key in keys:
+                if all(c in df.columns and c not in unusable for c in key):
+                    seen[key].append(df[list(key)])
+                    within[key] += int(df.duplicated(subset=list(key), keep=False).sum())
+            rows += len(df)
+    except Exception as exc:  # a corrupt or foreign file: report it, never a traceback
+        findings.add(
+            table,
+            None,
+            f"file cannot be read (corrupt or not Parquet): {path}: {_describe(exc)}",
+            month=month,
+        )
+        return None
+    finally:
+        ref.finish()
+    for key, parts in seen.items():
+        if len(parts) > 1:  # one slice: its own check saw every duplicate
+            _duplicates_across(findings, table, key, pd.concat(parts), within[key], month)
+    return rows
+
+
+def _unique_keys(table: str) -> list[tuple[str, ...]]:
+    """The column sets each row must hold uniquely in `table`."""
+    schema = SCHEMAS[table]
+    keys = [(name,) for name, col in schema.columns.items() if col.unique]
+    return keys + ([tuple(schema.unique)] if schema.unique else [])
+
+
+def _duplicates_across(
+    findings: _Findings,
+    table: str,
+    key: tuple[str, ...],
+    values: pd.DataFrame,
+    within: int,
+    month: str | None,
+) -> None:
+    """Duplicates of `key` the slices' own checks could not see (split across slices),
+    recorded as the schema check records them."""
+    dup = values.duplicated(subset=list(key), keep=False).to_numpy()
+    extra = int(dup.sum()) - within
+    if extra > 0:
+        cols = ", ".join(key)
+        reason = (
+            _PANDERA_REASONS["field_uniqueness"]
+            if len(key) == 1
+            else f"duplicate rows: each ({cols}) must appear once"
+        )
+        examples = _examples(values.reset_index(drop=True), np.flatnonzero(dup), key)
+        findings.add(table, cols, reason, examples, rows=extra, month=month)
 
 
 def validate_book(
