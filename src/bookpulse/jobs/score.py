@@ -221,10 +221,7 @@ def score_month(
     require_features(champions, {e: list(catalog) for e, catalog in catalogs.items()})
     ids = io.read_static(book, "customers", ["customer_id"])["customer_id"].to_numpy()
     parts = customer_partitions(ids, partition_customers)
-    related = io.read_static(book, "relationships", ["related_customer_id"])
-    related = np.unique(related["related_customer_id"].to_numpy())
-    linked = pd.concat([read_linked_facts(book, as_of, own, keep=related) for own in parts])
-    del related
+    linked = linked_facts_by_part(book, as_of, parts)
     t.lap("linked", t0)
     rms = io.read_static(book, "rms")
     branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
@@ -248,18 +245,7 @@ def score_month(
             plan = planned_lists(playbook, specs, columns)
             candidates = staged.write_ranked(tmp / "customers.parquet", dists, plan, rms)
             t0 = t.add("ranks", t0)
-            lists = {
-                name: action_list(
-                    name,
-                    lst,
-                    candidates[name] if spec.entity == "customer" else card,
-                    spec.prefix,
-                    spec.id_column,
-                    rms,
-                    branches,
-                )
-                for name, lst, spec in plan
-            }
+            lists = month_lists(plan, candidates, card, rms, branches)
             t.add("lists", t0)
             shutil.rmtree(staged.folder)
             manifest = write_month(
@@ -290,6 +276,68 @@ def score_month(
 
 
 PARQUET = {"compression": "zstd", "write_statistics": True}  # as `io.write_parquet`
+
+
+def linked_facts_by_part(book: Path, as_of: str, parts: list[np.ndarray]) -> pd.DataFrame:
+    """What every linked customer brings to relationship features (`read_linked_facts`),
+    read partition by partition; only the customers someone is linked to are kept."""
+    related = io.read_static(book, "relationships", ["related_customer_id"])
+    related = np.unique(related["related_customer_id"].to_numpy())
+    return pd.concat([read_linked_facts(book, as_of, own, keep=related) for own in parts])
+
+
+def partition_features(
+    book: Path, as_of: str, own: np.ndarray, linked: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Customer and card feature frames of the customers `own` (one partition), equal to the
+    whole book's rows for them, and their branch and RM (`score_rows`'s `static`)."""
+    frames = read_frames(book, as_of, customer_ids=own, linked=linked)
+    customers_f, cards_f = build_features(frames, as_of)
+    return customers_f, cards_f, frames.customers[["customer_id", "branch_id", "rm_id"]]
+
+
+def rank_part(part: pd.DataFrame, dists: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A part of the month's customer rows with each model's percentile and decile in the
+    book (`dists`: each model's sorted probabilities over the book)."""
+    for prefix, book_probabilities in dists.items():
+        if f"{prefix}_probability" in part:
+            part = add_book_ranks(part, prefix, book_probabilities)
+    return part
+
+
+def merge_candidates(
+    candidates: dict[str, pd.DataFrame], part: pd.DataFrame, plan: list, rms: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Each customer list's candidates so far merged with a ranked part's (`list_candidates`):
+    never more rows than the list itself."""
+    out = dict(candidates)
+    for name, lst, spec in plan:
+        if spec.entity == "customer":
+            both = pd.concat([out[name], part]) if name in out else part
+            out[name] = list_candidates(lst, both, spec.prefix, spec.id_column, rms)
+    return out
+
+
+def month_lists(
+    plan: list,
+    candidates: dict[str, pd.DataFrame],
+    card: pd.DataFrame,
+    rms: pd.DataFrame,
+    branches: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """The month's lists: customer lists from their candidates, card lists from the cards."""
+    return {
+        name: action_list(
+            name,
+            lst,
+            candidates[name] if spec.entity == "customer" else card,
+            spec.prefix,
+            spec.id_column,
+            rms,
+            branches,
+        )
+        for name, lst, spec in plan
+    }
 
 
 class _Staged:
@@ -353,17 +401,11 @@ class _Staged:
         writer = None
         try:
             for part in self.parts():
-                for prefix in self.probabilities:
-                    part = add_book_ranks(part, prefix, dists[prefix])
+                part = rank_part(part, dists)
                 table = pa.Table.from_pandas(part, preserve_index=False)
                 writer = writer or pq.ParquetWriter(path, table.schema, **PARQUET)
                 writer.write_table(table.cast(writer.schema))
-                for name, lst, spec in plan:
-                    if spec.entity == "customer":
-                        both = pd.concat([candidates[name], part]) if name in candidates else part
-                        candidates[name] = list_candidates(
-                            lst, both, spec.prefix, spec.id_column, rms
-                        )
+                candidates = merge_candidates(candidates, part, plan, rms)
         finally:
             if writer is not None:
                 writer.close()
@@ -387,11 +429,8 @@ def _score_partitions(
     total, done = sum(len(p) for p in parts), 0
     for own in parts:
         t0 = time.perf_counter()
-        frames = read_frames(book, as_of, customer_ids=own, linked=linked)
-        customers_f, cards_f = build_features(frames, as_of)
+        customers_f, cards_f, static = partition_features(book, as_of, own, linked)
         t0 = t.add("features", t0)
-        static = frames.customers[["customer_id", "branch_id", "rm_id"]]
-        del frames
         cust, card = score_rows(champions, catalogs, customers_f, cards_f, static)
         t0 = t.add("scoring", t0)
         staged.add(cust, card, prefixes)
