@@ -398,18 +398,30 @@ class _Staged:
         appended to the Parquet file `path`; returns each customer list's candidates
         (`list_candidates`, merged part by part)."""
         candidates: dict[str, pd.DataFrame] = {}
-        writer = None
-        try:
+
+        def ranked():
+            nonlocal candidates
             for part in self.parts():
                 part = rank_part(part, dists)
-                table = pa.Table.from_pandas(part, preserve_index=False)
-                writer = writer or pq.ParquetWriter(path, table.schema, **PARQUET)
-                writer.write_table(table.cast(writer.schema))
                 candidates = merge_candidates(candidates, part, plan, rms)
-        finally:
-            if writer is not None:
-                writer.close()
+                yield part
+
+        write_parts(path, ranked())
         return candidates
+
+
+def write_parts(path: Path, parts) -> None:
+    """One Parquet file from frames of one table (a row group or more each), written as
+    `io.write_parquet` writes the whole table."""
+    writer = None
+    try:
+        for part in parts:
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, table.schema, **PARQUET)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _score_partitions(
