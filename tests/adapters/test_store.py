@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bookpulse.adapters.store import KEYS, RedisStore, Snapshot, SqliteStore, records
+from bookpulse.adapters.store import (
+    KEYS,
+    Encoded,
+    RedisStore,
+    Snapshot,
+    SqliteStore,
+    decode,
+    encode,
+    layout_of,
+)
+from bookpulse.errors import BookpulseError
 
 
 def _free_port() -> int:
@@ -141,7 +153,10 @@ def test_documents_built_elsewhere_publish_the_same(store, tmp_path) -> None:
     snap = _snapshot("2026-09", [1, 2, 3])
     built = Snapshot(
         as_of=snap.as_of,
-        rows={e: list(records(f, KEYS[e], rows=2)) for e, f in snap.rows.items()},
+        rows={
+            e: Encoded(layout_of(f, KEYS[e]), list(encode(f, KEYS[e], rows=2)))
+            for e, f in snap.rows.items()
+        },
         distributions=snap.distributions,
     )
     store.put_month(built)
@@ -220,14 +235,14 @@ def _same(a, b) -> bool:
 
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(ROW, min_size=1, max_size=30), batch=st.integers(1, 12))
-def test_records_read_back_exactly(rows, batch) -> None:
-    # as they come (floats mostly distinct: each formatted), and three times over (each
-    # distinct value formatted once, then repeated): the same documents either way
-    once = [d for part in records(_frame(rows, 1), "customer_id", rows=batch) for d in part]
+def test_documents_read_back_exactly(rows, batch) -> None:
+    frame = _frame(rows, 1)
+    layout = layout_of(frame, "customer_id")
+    once = [d for part in encode(frame, "customer_id", rows=batch) for d in part]
     assert [i for i, _ in once] == list(range(1, len(rows) + 1))
-    for (_, doc), row in zip(once, rows, strict=True):
-        assert _same(json.loads(doc), _expected(row)), doc
-    thrice = [d for part in records(_frame(rows * 3, 1), "customer_id", rows=batch) for d in part]
+    for got, row in zip(decode(layout, [d for _, d in once]), rows, strict=True):
+        assert _same(got, _expected(row)), got
+    thrice = [d for part in encode(_frame(rows * 3, 1), "customer_id", rows=batch) for d in part]
     assert [d for _, d in thrice] == [d for _, d in once] * 3
 
 
@@ -247,8 +262,8 @@ def test_both_stores_serve_exactly_what_was_published(rows, redis_url, tmp_path_
 
 
 def test_a_large_month_reads_back_exactly() -> None:
-    """Several batches; float columns of distinct values (formatted batch by batch) and of
-    few (formatted once each), with gaps, beside the API's own kinds of column."""
+    """Several batches; float columns of distinct values and of few, with gaps, beside the
+    API's own kinds of column."""
     rng = np.random.default_rng(1)
     n = 120_000
     distinct = rng.lognormal(3, 4, n).astype(np.float32)
@@ -264,9 +279,9 @@ def test_a_large_month_reads_back_exactly() -> None:
             "tier": pd.Series(rng.choice(["mid", "high_end"], n), dtype="str"),
         }
     )
-    docs = [d for part in records(frame, "customer_id") for d in part]
+    docs = [d for part in encode(frame, "customer_id") for d in part]
     assert [i for i, _ in docs] == frame["customer_id"].tolist()
-    got = pd.DataFrame([json.loads(d) for _, d in docs])
+    got = pd.DataFrame(decode(layout_of(frame, "customer_id"), [d for _, d in docs]))
     assert (got["as_of"] == "2026-10-31").all()
     for col in ("aum_log", "products_chg_3m"):
         want = frame[col].to_numpy(np.float64)
@@ -300,3 +315,152 @@ def test_a_store_path_that_cannot_be_written_is_refused(tmp_path) -> None:
     (tmp_path / "ok" / "features.sqlite").mkdir(parents=True)
     with pytest.raises(BookpulseError, match="is a folder"):
         SqliteStore(tmp_path / "ok" / "features.sqlite").check()
+
+
+# --- writing a month batch by batch ---------------------------------------------------------
+
+
+def _customers(ids, aum=np.float32) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(ids, dtype=np.int64),
+            "aum_log": np.linspace(1, 2, len(ids)).astype(aum),
+            "segment": pd.Series(["women"] * len(ids), dtype="str"),
+        }
+    )
+
+
+def test_a_month_is_invisible_until_committed(store) -> None:
+    store.put_month(_snapshot("2026-09", [11, 12, 13]))
+    with store.month_writer("2026-10") as w:
+        w.add("customer", _customers([21, 22]))
+        assert store.as_of() == "2026-09" and store.get("customer", [21]) == {}
+        w.add("customer", _customers([23]))
+        w.add_docs("card", *_encoded(_snapshot("2026-10", [21]).rows["card"], "card_id"))
+        assert set(store.get("customer", [11, 12, 13])) == {11, 12, 13}
+        w.commit({"churn": np.array([0.9, 0.2])})
+    assert store.as_of() == "2026-10"
+    assert set(store.get("customer", [11, 21, 22, 23])) == {21, 22, 23}
+    assert store.get("customer", [23])[23] == {"aum_log": 1.0, "segment": "women"}
+    assert store.get("card", [9_000_001])[9_000_001]["customer_id"] == 21
+    assert list(store.distribution("churn")) == [0.2, 0.9]
+
+
+def _encoded(frame: pd.DataFrame, key: str) -> tuple[dict, list]:
+    return layout_of(frame, key), list(encode(frame, key))
+
+
+def _leftovers(store) -> list[str]:
+    """What the store holds beside its live month: private files, or other versions' keys."""
+    if isinstance(store, SqliteStore):
+        return sorted(p.name for p in store.path.parent.iterdir() if p != store.path)
+    live = store._current()
+    keys = [k.decode() for k in store.client.scan_iter(f"{store.ns}:*")]
+    return sorted(
+        k for k in keys if not k.startswith(f"{store.ns}:{live}:") and k != f"{store.ns}:current"
+    )
+
+
+def test_a_writer_that_fails_leaves_the_live_month_and_nothing_else(store) -> None:
+    store.put_month(_snapshot("2026-09", [11, 12, 13]))
+    with pytest.raises(RuntimeError, match="engine failed"), store.month_writer("2026-10") as w:
+        w.add("customer", _customers([21, 22]))
+        raise RuntimeError("engine failed")
+    assert store.as_of() == "2026-09"
+    assert set(store.get("customer", [11, 12, 13, 21])) == {11, 12, 13}
+    assert _leftovers(store) == []
+
+
+def test_partitions_of_another_shape_are_refused(store) -> None:
+    store.put_month(_snapshot("2026-09", [11]))
+    with store.month_writer("2026-10") as w:
+        w.add("customer", _customers([21, 22]))
+        with pytest.raises(BookpulseError, match=r"aum_log is float <f8, not float <f4"):
+            w.add("customer", _customers([23], aum=np.float64))
+        with pytest.raises(BookpulseError, match="without segment"):
+            w.add("customer", _customers([23]).drop(columns="segment"))
+        layout, docs = _encoded(
+            _customers([24]).rename(columns={"customer_id": "card_id"}), "card_id"
+        )
+        with pytest.raises(BookpulseError, match="keyed by customer_id, not card_id"):
+            w.add_docs("customer", layout, docs)
+        with pytest.raises(BookpulseError, match="not 'account'"):
+            w.add("account", _customers([1]))
+        w.add("customer", _customers([23]))  # the month's own shape still goes in
+        w.commit({})
+    assert set(store.get("customer", [21, 22, 23])) == {21, 22, 23}
+    with pytest.raises(BookpulseError, match="committed already"):
+        w.add("customer", _customers([24]))
+
+
+def test_writers_at_the_same_time_leave_each_other_alone(store) -> None:
+    """A second run's clean-up removes what dead writers left, never a live writer's month."""
+    store.put_month(_snapshot("2026-09", [11]))
+    with store.month_writer("2026-10") as first:
+        first.add("customer", _customers([21]))
+        store.put_month(_snapshot("2026-11", [31]))  # another run, start to end, meanwhile
+        assert store.as_of() == "2026-11"
+        first.add("customer", _customers([22]))
+        first.commit({})
+    assert store.as_of() == "2026-10"
+    assert set(store.get("customer", [11, 21, 22, 31])) == {21, 22}
+    assert _leftovers(store) == []
+
+
+KILLED_WRITER = """
+import sys, time
+import numpy as np, pandas as pd
+import bookpulse.adapters.store as s
+s.LEASE_MS = 300
+store = s.SqliteStore(sys.argv[1]) if sys.argv[1].endswith(".sqlite") else s.RedisStore(
+    sys.argv[1], namespace=sys.argv[2])
+with store.month_writer("2026-10") as w:
+    w.add("customer", pd.DataFrame({"customer_id": np.arange(5_000), "x": np.ones(5_000)}))
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_writer_killed_leaves_the_live_month_and_debris_the_next_removes(store) -> None:
+    store.put_month(_snapshot("2026-09", [11, 12]))
+    args = [str(store.path)] if isinstance(store, SqliteStore) else [_url(store), store.ns]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.kill()  # kill -9: no clean-up of its own
+        proc.wait(timeout=30)
+    assert store.as_of() == "2026-09" and set(store.get("customer", [0, 11, 12])) == {11, 12}
+    assert _leftovers(store) != []  # its half-written month
+    time.sleep(0.5)  # a Redis writer's lease runs out
+    store.put_month(_snapshot("2026-10", [21]))
+    assert store.as_of() == "2026-10" and set(store.get("customer", [0, 11, 21])) == {21}
+    assert _leftovers(store) == []
+
+
+def _url(store: RedisStore) -> str:
+    kw = store.client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def test_a_month_stored_as_json_by_an_earlier_version_still_reads(store) -> None:
+    """The API keeps serving the month it has while the first binary month is written."""
+    doc = {"aum_log": 10.5, "tier": "mid", "as_of": "2026-08-31", "gap": None}
+    if isinstance(store, SqliteStore):
+        store.path.parent.mkdir(parents=True)
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute("INSERT INTO meta VALUES ('as_of', '2026-08')")
+            conn.execute("CREATE TABLE customer (id INTEGER PRIMARY KEY, doc TEXT)")
+            conn.execute("INSERT INTO customer VALUES (7, ?)", (json.dumps(doc),))
+        conn.close()
+    else:
+        store.client.set(f"{store.ns}:2026-08-0badcafe:customer:7", json.dumps(doc))
+        store.client.set(f"{store.ns}:2026-08-0badcafe:as_of", "2026-08")
+        store.client.set(f"{store.ns}:current", "2026-08-0badcafe")
+    assert store.as_of() == "2026-08" and store.get("customer", [7, 8]) == {7: doc}
+    store.put_month(_snapshot("2026-09", [11]))
+    assert store.as_of() == "2026-09" and store.get("customer", [7]) == {}
+    assert _leftovers(store) == []

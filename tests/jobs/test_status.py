@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bookpulse.adapters import store as store_module
 from bookpulse.adapters.publish import Manifest
 from bookpulse.adapters.store import SqliteStore
 from bookpulse.book import io
@@ -37,11 +38,11 @@ def test_a_run_killed_before_the_online_store_is_seen_and_completed_by_a_rerun(
     st = status(home)
     assert st.serving == earlier and st.warnings == []
 
-    def dies(self, snapshot):
+    def dies(self, distributions):
         raise Killed
 
-    with monkeypatch.context() as m:
-        m.setattr(SqliteStore, "put_month", dies)
+    with monkeypatch.context() as m:  # killed after the files are out, before the store is
+        m.setattr(store_module._Month, "commit", dies)
         with pytest.raises(Killed):
             run(later)
     assert Manifest.read(home / "scores" / later).online_store == "pending"

@@ -9,14 +9,15 @@ each row's count of strictly lower scores comes from a distributed sort, and the
 `action_list`. The score tables are written by Spark (a folder of Parquet parts each); the
 lists, small by construction, by the driver. The tasks' rows are staged as Parquet beside
 `out` (removed at the end), not cached. With an online store, each task also builds its rows'
-feature documents (`online_rows` and `store.records`, as the local engine does), staged with
-them; the driver streams them from there into the store in batches.
+feature documents (`online_rows` and `store.encode`, as the local engine does), staged with
+them with their layout; the driver streams them from there into the store in batches.
 Local[*] by default; a master URL for a cluster (the book's folder must then be readable by
 every executor, e.g. on shared or object storage).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -29,8 +30,17 @@ from pathlib import Path
 import pandas as pd
 
 from bookpulse.adapters.publish import Manifest, Timer, mark_online, publish_month
-from bookpulse.adapters.store import BATCH_ROWS, KEYS, Snapshot, records
+from bookpulse.adapters.store import (
+    BATCH_ROWS,
+    KEYS,
+    Encoded,
+    Layout,
+    Snapshot,
+    encode,
+    layout_of,
+)
 from bookpulse.book import io
+from bookpulse.errors import BookpulseError
 from bookpulse.jobs.score import check_month, short_history
 from bookpulse.model.batch import (
     CARD_BASE,
@@ -85,6 +95,8 @@ def _type(column: str) -> str:
         return "double"
     if column.endswith("_decile"):
         return "tinyint"
+    if column == "doc":
+        return "binary"
     return "string"
 
 
@@ -110,12 +122,19 @@ def _docs(
     champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
 ) -> pd.Series:
     """The online-store document of each row of the score `table`, as the local engine makes
-    it (plain Python strings: an Arrow-backed column would be one more copy of them all)."""
+    it, staged for the driver: a byte 0 before each document, except on the first row, where
+    byte 1 and the layout (4-byte length, JSON) come first: the driver needs the layout, and
+    only the tasks see the frames' dtypes (see `_ParquetDocs`)."""
     key = KEYS[entity]
     rows = online_rows(champions, entity, features, table)
-    made = [pair for batch in records(rows, key) for pair in batch]
-    docs = pd.Series([d for _, d in made], index=[i for i, _ in made], dtype=object)
-    return pd.Series(docs.reindex(table[key]).to_numpy(), index=table.index, dtype=object)
+    layout = layout_of(rows, key)
+    made = [pair for batch in encode(rows, key, layout) for pair in batch]
+    docs = pd.Series([b"\0" + d for _, d in made], index=[i for i, _ in made], dtype=object)
+    staged = docs.reindex(table[key]).to_numpy(copy=True)
+    if len(staged):
+        text = json.dumps(layout).encode()
+        staged[0] = b"\1" + len(text).to_bytes(4, "little") + text + staged[0][1:]
+    return pd.Series(staged, index=table.index, dtype=object)
 
 
 def _partition_scorer(
@@ -292,26 +311,66 @@ def score_month_spark(
 @dataclass(frozen=True)
 class _ParquetDocs:
     """(id, doc) batches read from the Parquet parts Spark wrote for one entity: streamed,
-    never all in memory (and re-readable, so a snapshot can be published more than once)."""
+    never all in memory (and re-readable, so a snapshot can be published more than once).
+    Each task's first row brings the layout (`_docs`); every one must be the month's."""
 
     path: Path
     key: str
+    layout: Layout | None = None
 
-    def __iter__(self):
+    def _parts(self) -> list[Path]:
+        if not self.path.is_dir():  # no rows of this entity: Spark made no folder
+            return []
+        return sorted(self.path.glob("[!._]*.parquet"))
+
+    def _batches(self, columns: list[str]):
         import pyarrow.parquet as pq
 
-        if not self.path.is_dir():  # no rows of this entity: Spark made no folder
-            return
-        for part in sorted(self.path.glob("[!._]*.parquet")):
+        for part in self._parts():
             # file by file, a row group at a time (a dataset scan reads well ahead: GiBs)
-            batches = pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=[self.key, "doc"])
-            for b in batches:
-                yield list(zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True))
+            yield from pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=columns)
+
+    def find_layout(self) -> Layout | None:
+        """The layout the first task staged (None: no rows)."""
+        for b in self._batches(["doc"]):
+            for i in self._flagged(b.column(0)):
+                return self._unstage(b.column(0)[i].as_py())[0]
+        return None
+
+    def __iter__(self):
+        import pyarrow.compute as pc
+
+        for b in self._batches([self.key, "doc"]):
+            staged = b.column(1)
+            docs = pc.binary_slice(staged, 1, 2**31 - 1).to_pylist()  # the byte 0 off
+            for i in self._flagged(staged):
+                layout, docs[i] = self._unstage(staged[i].as_py())
+                if layout != self.layout:
+                    raise BookpulseError(
+                        "the Spark tasks built online-store documents of different layouts"
+                    )
+            yield list(zip(b.column(0).to_pylist(), docs, strict=True))
+
+    @staticmethod
+    def _flagged(staged) -> list[int]:
+        """The staged rows that bring a layout."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        first = pc.binary_slice(staged, 0, 1)
+        return pc.indices_nonzero(pc.equal(first, pa.scalar(b"\1", pa.binary()))).to_pylist()
+
+    @staticmethod
+    def _unstage(staged: bytes) -> tuple[Layout, bytes]:
+        """The layout and the document of a staged row that brings one."""
+        n = int.from_bytes(staged[1:5], "little")
+        return json.loads(staged[5 : 5 + n]), staged[5 + n :]
 
 
 def _online_snapshot(as_of: str, rows, staged: Path, prefixes: dict[str, list[str]]) -> Snapshot:
     """The month for the online store: the documents the tasks built (streamed from the
-    staged Parquet) and the distributions (the probabilities, gathered to the driver)."""
+    staged Parquet, with their layout) and the distributions (the probabilities, gathered to
+    the driver)."""
     from pyspark.sql import functions as F
 
     dists = {}
@@ -320,7 +379,11 @@ def _online_snapshot(as_of: str, rows, staged: Path, prefixes: dict[str, list[st
             col = f"{prefix}_probability"
             mine = rows.where((F.col("entity") == entity) & F.col(col).isNotNull())
             dists[prefix] = mine.select(col).toPandas()[col].to_numpy()
-    docs = {e: _ParquetDocs(staged / f"entity={e}", key) for e, key in KEYS.items()}
+    docs = {}
+    for e, key in KEYS.items():
+        layout = _ParquetDocs(staged / f"entity={e}", key).find_layout()
+        if layout is not None:
+            docs[e] = Encoded(layout, _ParquetDocs(staged / f"entity={e}", key, layout))
     return Snapshot(as_of=as_of, rows=docs, distributions=dists)
 
 

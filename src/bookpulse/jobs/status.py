@@ -72,9 +72,7 @@ def status(home: Path) -> Status:
                 f"finish (the run was stopped): re-run `bookpulse score --as-of {p.month}`"
             )
     if published and serving is not None and published[0].month > serving:
-        w.append(
-            f"the newest scored month is {published[0].month} but the API serves {serving}"
-        )
+        w.append(f"the newest scored month is {published[0].month} but the API serves {serving}")
     served = next((p for p in published if p.month == serving), None)
     if served is not None:
         for name, m in served.manifest.models.items():
