@@ -1,18 +1,20 @@
-"""`bookpulse score --engine spark`: the same month, the same core, over partitions of customers.
+"""`bookpulse score --engine spark`: the same month, the same steps, as Spark tasks.
 
-The customers are split into K partitions by id (id mod K). Each Spark task reads only its
-customers' slice of the book, plus their linked customers for the relationship features
-(`read_frames(customer_ids=...)`), builds the features with the pandas pipeline and scores
-them with `score_rows`: the very code the local engine runs. Percentiles need the whole book:
-each row's count of strictly lower scores comes from a distributed sort, and the pandas
-`add_ranks` turns counts into percentile and decile. Lists are built per RM with the same
-`action_list`. The score tables are written by Spark (a folder of Parquet parts each); the
-lists, small by construction, by the driver. The tasks' rows are staged as Parquet beside
-`out` (removed at the end), not cached. With an online store, each task also builds its rows'
-feature documents (`online_rows` and `store.encode`, as the local engine does), staged with
-them with their layout; the driver streams them from there into the store in batches.
-Local[*] by default; a master URL for a cluster (the book's folder must then be readable by
-every executor, e.g. on shared or object storage).
+The book's customers are cut into K runs of ids, the local engine's partitions
+(`score.customer_partitions`). Three stages of tasks, each running the local engine's own
+functions on one partition:
+1. the facts linked customers bring to relationship features (`read_linked_facts`),
+   gathered to the driver (a few bytes a linked customer) and broadcast;
+2. features, scores with reasons (`partition_features`, `score_rows`) and the rows' online
+   documents, staged as Parquet in the month's temporary folder;
+3. once the driver has the book's sorted probabilities (read back a column at a time, and
+   broadcast), each part ranked (`rank_part`) and its list candidates (`merge_candidates`)
+   written beside it.
+The driver then merges the candidates (each set no longer than its list), cuts the lists,
+appends the ranked parts into one `customers.parquet` and publishes the month with the same
+code as the local engine: the same files, in the same layout. No row crosses Spark's own
+data path; the tasks and the driver share the month's temporary folder, so on a cluster the
+book and the output must be on storage every executor can read and write.
 """
 
 from __future__ import annotations
@@ -23,39 +25,34 @@ import os
 import shutil
 import sys
 import time
-import uuid
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from bookpulse.adapters.publish import Manifest, Timer, mark_online, publish_month
-from bookpulse.adapters.store import (
-    BATCH_ROWS,
-    KEYS,
-    Encoded,
-    Layout,
-    Snapshot,
-    encode,
-    layout_of,
-)
+from bookpulse.adapters.publish import Manifest, Timer, mark_online, write_month
+from bookpulse.adapters.store import BATCH_ROWS, KEYS, encode, layout_of
 from bookpulse.book import io
-from bookpulse.errors import BookpulseError
-from bookpulse.jobs.score import check_month, short_history
-from bookpulse.model.batch import (
-    CARD_BASE,
-    CUSTOMER_BASE,
-    add_ranks,
-    online_rows,
-    planned_lists,
-    score_rows,
+from bookpulse.features.history import read_linked_facts
+from bookpulse.jobs.score import (
+    check_month,
+    customer_partitions,
+    merge_candidates,
+    month_lists,
+    partition_features,
+    rank_part,
+    short_history,
+    write_parts,
 )
-from bookpulse.model.core import Champion, score_columns
+from bookpulse.model.batch import add_ranks, online_rows, planned_lists, score_rows
+from bookpulse.model.core import Champion
 from bookpulse.model.fit import ScoringModel
-from bookpulse.model.lists import LIST_COLUMNS, action_list
-from bookpulse.specs import FeatureSpec, ModelSpec, Playbook
+from bookpulse.specs import FeatureSpec, Playbook
 
-ROWS_PER_PARTITION = 250_000
+ROWS_PER_PARTITION = 250_000  # as the local engine's partitions
 
 
 def session(master: str = "local[*]", app: str = "bookpulse-score"):
@@ -76,135 +73,36 @@ def session(master: str = "local[*]", app: str = "bookpulse-score"):
     )
 
 
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """pandas 3 keeps text in Arrow-backed `str` columns, which PySpark's Arrow path cannot
-    take yet: hand it plain objects."""
-    text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c].dtype)]
-    return df.astype({c: object for c in text}) if text else df
-
-
-def _type(column: str) -> str:
-    """Spark SQL type of a score-table column, by its name."""
-    if column in ("customer_id", "card_id"):
-        return "bigint"
-    if column in ("branch_id", "rm_id"):
-        return "int"
-    if column == "as_of":
-        return "timestamp_ntz"
-    if column.endswith(("_probability", "_contribution", "_percentile")):
-        return "double"
-    if column.endswith("_decile"):
-        return "tinyint"
-    if column == "doc":
-        return "binary"
-    return "string"
-
-
-def _schema(columns: list[str]) -> str:
-    return ", ".join(f"`{c}` {_type(c)}" for c in columns)
-
-
-def _columns(champions: dict[str, Champion]) -> tuple[list[str], list[str]]:
-    """Columns of the unranked customer and card rows `score_rows` returns."""
-    cust, card = list(CUSTOMER_BASE), list(CARD_BASE)
-    for champ in champions.values():
-        cols = [f"{champ.spec.prefix}_{c}" for c in score_columns()]
-        (card if champ.spec.entity == "card" else cust).extend(cols)
-    return cust, card
-
-
 def _models(champions: dict[str, Champion]) -> dict[str, tuple]:
     """What a task needs to rebuild the champions: picklable text, not boosters."""
     return {name: (c.spec, c.model.to_json(), c.version, c.run_id) for name, c in champions.items()}
 
 
-def _docs(
-    champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
-) -> pd.Series:
-    """The online-store document of each row of the score `table`, as the local engine makes
-    it, staged for the driver: a byte 0 before each document, except on the first row, where
-    byte 1 and the layout (4-byte length, JSON) come first: the driver needs the layout, and
-    only the tasks see the frames' dtypes (see `_ParquetDocs`)."""
-    key = KEYS[entity]
-    rows = online_rows(champions, entity, features, table)
-    layout = layout_of(rows, key)
-    made = [pair for batch in encode(rows, key, layout) for pair in batch]
-    docs = pd.Series([b"\0" + d for _, d in made], index=[i for i, _ in made], dtype=object)
-    staged = docs.reindex(table[key]).to_numpy(copy=True)
-    if len(staged):
-        text = json.dumps(layout).encode()
-        staged[0] = b"\1" + len(text).to_bytes(4, "little") + text + staged[0][1:]
-    return pd.Series(staged, index=table.index, dtype=object)
+def _champions(models: dict[str, tuple]) -> dict[str, Champion]:
+    return {
+        name: Champion(spec, ScoringModel.from_json(text, threads=1), version, run_id)
+        for name, (spec, text, version, run_id) in models.items()
+    }
 
 
-def _partition_scorer(
-    book: str, as_of: str, k: int, models: dict, catalogs: dict, docs: bool = False
-):
-    """The function each task runs on its partition numbers: features and scores of the
-    customers whose id mod k is one of them, as rows of the union schema (with each row's
-    online-store document in `doc` if `docs`)."""
+def _own(book: Path, bounds: tuple[int, int]) -> np.ndarray:
+    """The customer ids of one partition, from its first and last id."""
+    ids = io.read_static(book, "customers", ["customer_id"])["customer_id"].to_numpy()
+    return np.sort(ids[(ids >= bounds[0]) & (ids <= bounds[1])])
+
+
+def _run_tasks(spark, bounds: list[tuple[int, int]], task, schema: str) -> pd.DataFrame:
+    """`task(part number, (first id, last id))` on one Spark task per partition; their
+    small result frames gathered to the driver."""
 
     def run(batches):
-        from bookpulse.features import build_features, read_frames
-        from bookpulse.features.history import with_linked
-
-        champs = {
-            name: Champion(spec, ScoringModel.from_json(text, threads=1), version, run_id)
-            for name, (spec, text, version, run_id) in models.items()
-        }
-        static = io.read_static(Path(book), "customers", ["customer_id", "branch_id", "rm_id"])
-        rel = io.read_static(Path(book), "relationships", ["customer_id", "related_customer_id"])
         for batch in batches:
             for part in batch["part"].tolist():
-                own = static.loc[static["customer_id"] % k == part, "customer_id"].to_numpy()
-                frames = read_frames(Path(book), as_of, customer_ids=with_linked(rel, own))
-                customers, cards = build_features(frames, as_of)
-                customers = customers.loc[customers["customer_id"].isin(own)]
-                cards = cards.loc[cards["customer_id"].isin(own)]
-                cust, card = score_rows(champs, catalogs, customers, cards, static)
-                if docs:
-                    cust["doc"] = _docs(champs, "customer", customers, cust)
-                    card["doc"] = _docs(champs, "card", cards, card)
-                yield _plain(
-                    pd.concat(
-                        [cust.assign(entity="customer"), card.assign(entity="card")],
-                        ignore_index=True,
-                    )
-                )
+                yield task(part, bounds[part])
 
-    return run
-
-
-def _below_counts(spark, df, key: str, column: str):
-    """(key, below) for the rows scored in `column`: how many of the book's rows score
-    strictly lower. A distributed sort; ties share the count of their first position."""
-    from pyspark.sql import functions as F
-
-    scored = df.where(F.col(column).isNotNull()).select(key, column)
-    ordered = scored.rdd.map(lambda r: (r[1], r[0])).sortByKey()
-    indexed = ordered.zipWithIndex().map(lambda x: (x[0][1], x[0][0], x[1]))
-    idx = spark.createDataFrame(indexed, schema=f"`{key}` bigint, p double, idx bigint")
-    first = idx.groupBy("p").agg(F.min("idx").alias("below"))
-    return idx.join(first, "p").select(key, "below")
-
-
-def _ranked(spark, df, key: str, prefixes: list[str], columns: list[str]):
-    """`df` with `<prefix>_percentile` and `<prefix>_decile` for each prefix (pandas
-    `add_ranks` on each partition, from the book-wide counts)."""
-    for prefix in prefixes:
-        col = f"{prefix}_probability"
-        n = df.where(df[col].isNotNull()).count()
-        counts = _below_counts(spark, df, key, col).withColumnRenamed("below", "_below")
-        df = df.join(counts, key, "left")
-        at = columns.index(col) + 1
-        columns = [*columns[:at], f"{prefix}_percentile", f"{prefix}_decile", *columns[at:]]
-
-        def rank(batches, prefix=prefix, n=n, columns=columns):
-            for b in batches:
-                yield _plain(add_ranks(b.drop(columns="_below"), prefix, b["_below"], n)[columns])
-
-        df = df.mapInPandas(rank, schema=_schema(columns))
-    return df, columns
+    parts = spark.createDataFrame(pd.DataFrame({"part": range(len(bounds))}))
+    parts = parts.repartition(len(bounds), "part")
+    return parts.mapInPandas(run, schema=schema).toPandas()
 
 
 def score_month_spark(
@@ -221,11 +119,9 @@ def score_month_spark(
     allow_short_history: bool = False,
     online_note: str = "not asked",
 ) -> Manifest:
-    """Score month `as_of` on Spark and publish it at `out`, like `score.score_month`; with
-    `online` (an online store), the month's feature documents and distributions go there
-    too, the same as the local engine's."""
-    from pyspark.sql import functions as F
-
+    """Score month `as_of` on Spark and publish it at `out`, as `score.score_month` does
+    locally (the same files); with `online` (an online store), the month's documents and
+    distributions go there too, the same as the local engine's."""
     t = timer or Timer()
     started, t0 = t.started, time.perf_counter()
     book = Path(book).resolve()
@@ -234,197 +130,180 @@ def score_month_spark(
         check_month(book, as_of, allow_short_history)
         t0 = t.lap("validate", t0)
     spark = session(master)
-    meta = io.read_meta(book)
+    ids = io.read_static(book, "customers", ["customer_id"])["customer_id"].to_numpy()
     k = partitions or max(
-        spark.sparkContext.defaultParallelism,
-        math.ceil(int(meta.get("customers") or 1) / ROWS_PER_PARTITION),
+        spark.sparkContext.defaultParallelism, math.ceil(len(ids) / ROWS_PER_PARTITION)
     )
-    cust_cols, card_cols = _columns(champions)
-    union = list(dict.fromkeys([*cust_cols, *card_cols, "entity"]))
-    if online is not None:
-        union.append("doc")
-    parts = spark.createDataFrame(pd.DataFrame({"part": range(k)})).repartition(k, "part")
-    scored = parts.mapInPandas(
-        _partition_scorer(str(book), as_of, k, _models(champions), catalogs, online is not None),
-        schema=_schema(union),
+    parts = customer_partitions(ids, max(1, math.ceil(len(ids) / k)))
+    bounds = [(int(p[0]), int(p[-1])) if len(p) else (0, -1) for p in parts]
+    sc = spark.sparkContext
+    linked = _linked_facts(spark, book, as_of, bounds)
+    t0 = t.lap("linked", t0)
+    n = len(bounds)
+    docs = online is not None
+    prefixes = {e: [c.spec.prefix for c in champions.values() if c.spec.entity == e] for e in KEYS}
+    rms = io.read_static(book, "rms")
+    branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
+    specs = {c.name: c.spec for c in champions.values()}
+    with online.month_writer(as_of) if docs else nullcontext() as writer:
+        with io.publishing(Path(out), replace=True) as tmp:
+            staged = tmp / "_staged"
+            staged.mkdir()
+            task = _score_task(book, as_of, _models(champions), catalogs, linked, staged, docs)
+            counts = _run_tasks(spark, bounds, task, "part int, customers bigint, cards bigint")
+            linked.unpersist()
+            t0 = t.lap("scoring", t0)
+            dists = {p: _sorted_probabilities(staged, n, p) for p in prefixes["customer"]}
+            card = pd.concat(
+                [pd.read_parquet(staged / f"cards-{p:05d}.parquet") for p in range(n)],
+                ignore_index=True,
+            )
+            card = card.sort_values("card_id", kind="stable").reset_index(drop=True)
+            for prefix in prefixes["card"]:
+                dists[prefix] = np.sort(card[f"{prefix}_probability"].dropna().to_numpy(float))
+                card = add_ranks(card, prefix)
+            first = pd.read_parquet(staged / "customers-00000.parquet").head(0)
+            columns = {"customer": list(rank_part(first, dists)), "card": list(card)}
+            plan = planned_lists(playbook, specs, columns)
+            book_dists = sc.broadcast({p: dists[p] for p in prefixes["customer"]})
+            _run_tasks(spark, bounds, _rank_task(staged, book_dists, plan, rms), "part int")
+            book_dists.unpersist()
+            candidates: dict[str, pd.DataFrame] = {}
+            for p in range(n):
+                part = pd.read_parquet(staged / f"candidates-{p:05d}.parquet")
+                candidates = merge_candidates(candidates, part, plan, rms)
+            t0 = t.lap("ranks", t0)
+            lists = month_lists(plan, candidates, card, rms, branches)
+            t0 = t.lap("lists", t0)
+            ranked = (pd.read_parquet(staged / f"ranked-{p:05d}.parquet") for p in range(n))
+            write_parts(tmp / "customers.parquet", ranked)
+            if docs:
+                for entity in KEYS:
+                    _send_docs(writer, entity, staged, n)
+                t0 = t.lap("online", t0)
+            rows = {"customer": int(counts["customers"].sum()), "card": int(counts["cards"].sum())}
+            shutil.rmtree(staged)
+            manifest = write_month(
+                tmp,
+                as_of,
+                book,
+                f"spark ({master}, {n} partitions)",
+                champions,
+                {
+                    "customers_in_book": int(len(ids)),
+                    "active_customers": rows["customer"],
+                    "new_unused_cards": rows["card"],
+                },
+                {"customers": lambda _: rows["customer"], "cards": card},
+                lists,
+                t,
+                started,
+                short_history(io.read_meta(book)["months"], as_of),
+                "pending" if docs else online_note,
+            )
+        if docs:  # the files are in place: now the store, for the API
+            writer.commit(dists)
+    if docs:
+        manifest = mark_online(out, "published")
+    return manifest
+
+
+def _linked_facts(spark, book: Path, as_of: str, bounds: list[tuple[int, int]]):
+    """Stage 1: the linked customers' facts (`read_linked_facts`), a task a partition,
+    gathered and broadcast (a few bytes a linked customer)."""
+    related = io.read_static(book, "relationships", ["related_customer_id"])
+    keep = spark.sparkContext.broadcast(np.unique(related["related_customer_id"].to_numpy()))
+    del related
+
+    def facts(part: int, b: tuple[int, int]) -> pd.DataFrame:
+        got = read_linked_facts(book, as_of, _own(book, b), keep=keep.value)
+        return got.reset_index()
+
+    schema = "customer_id bigint, aum double, attrited_3m boolean"
+    linked = _run_tasks(spark, bounds, facts, schema).set_index("customer_id")
+    keep.unpersist()
+    return spark.sparkContext.broadcast(linked)
+
+
+def _score_task(book: Path, as_of: str, models: dict, catalogs: dict, linked, staged: Path, docs):
+    """Stage 2, one partition: features, scores with reasons and (with `docs`) the online
+    documents, staged as Parquet; returns the partition's row counts."""
+
+    def score(part: int, b: tuple[int, int]) -> pd.DataFrame:
+        champs = _champions(models)
+        customers_f, cards_f, static = partition_features(book, as_of, _own(book, b), linked.value)
+        cust, card = score_rows(champs, catalogs, customers_f, cards_f, static)
+        io.write_parquet(cust, staged / f"customers-{part:05d}.parquet")
+        io.write_parquet(card, staged / f"cards-{part:05d}.parquet")
+        if docs:
+            for entity, f, table in (("customer", customers_f, cust), ("card", cards_f, card)):
+                rows = online_rows(champs, entity, f, table)
+                _stage_docs(rows, KEYS[entity], staged / f"docs-{entity}-{part:05d}")
+        return pd.DataFrame({"part": [part], "customers": [len(cust)], "cards": [len(card)]})
+
+    return score
+
+
+def _sorted_probabilities(staged: Path, parts: int, prefix: str) -> np.ndarray:
+    """A customer model's probabilities over the book, read back from the staged parts (one
+    column: 8 bytes a row), sorted."""
+    col = [f"{prefix}_probability"]
+    return np.sort(
+        np.concatenate(
+            [
+                pq.read_table(staged / f"customers-{p:05d}.parquet", columns=col)
+                .column(0)
+                .drop_null()
+                .to_numpy()
+                for p in range(parts)
+            ]
+        )
     )
-    # the tasks' rows go to Parquet beside `out` (by entity), not into Spark's cache: the
-    # documents alone are ~1.5 KB a row, and the scores are read back without them
-    out = Path(out)
-    staging = out.parent / f".{out.name}.spark-{uuid.uuid4().hex[:8]}"
-    cust = card = None
-    try:
-        scored.write.partitionBy("entity").parquet(str(staging / "rows"))
-        rows = spark.read.parquet(str(staging / "rows"))
-        cust = rows.where(F.col("entity") == "customer").select(*cust_cols)
-        card = rows.where(F.col("entity") == "card").select(*card_cols)
-        cust_prefixes = [c.spec.prefix for c in champions.values() if c.spec.entity == "customer"]
-        card_prefixes = [c.spec.prefix for c in champions.values() if c.spec.entity == "card"]
-        cust, cust_cols = _ranked(spark, cust, "customer_id", cust_prefixes, cust_cols)
-        card, card_cols = _ranked(spark, card, "card_id", card_prefixes, card_cols)
-        cust, card = cust.persist(), card.persist()
-        n_cust, n_card = cust.count(), card.count()
-        t0 = t.lap("scoring", t0)
-        rms = io.read_static(book, "rms")
-        branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
-        specs = {c.name: c.spec for c in champions.values()}
-        lists = _lists(cust, card, rms, branches, playbook, specs)
-        t0 = t.lap("lists", t0)
 
-        def writer(df, count: int):
-            def write(path: Path) -> int:
-                df.write.mode("error").parquet(str(path))
-                return count
 
-            return write
+def _rank_task(staged: Path, book_dists, plan: list, rms: pd.DataFrame):
+    """Stage 3, one partition: its rows ranked in the book (`rank_part`), staged, and its
+    list candidates (one set for all lists: the union of each list's) beside them."""
 
-        manifest = publish_month(
-            out,
-            as_of,
-            book,
-            f"spark ({master}, {k} partitions)",
-            champions,
-            {
-                "customers_in_book": int(meta.get("customers") or 0),
-                "active_customers": int(n_cust),
-                "new_unused_cards": int(n_card),
-            },
-            {"customers": writer(cust, n_cust), "cards": writer(card, n_card)},
-            lists,
-            t,
-            started,
-            short_history(meta["months"], as_of),
-            "pending" if online is not None else online_note,
+    def rank(part: int, b: tuple[int, int]) -> pd.DataFrame:
+        ranked = rank_part(
+            pd.read_parquet(staged / f"customers-{part:05d}.parquet"), book_dists.value
         )
-        if online is not None:
-            prefixes = {"customer": cust_prefixes, "card": card_prefixes}
-            online.put_month(_online_snapshot(as_of, rows, staging / "rows", prefixes))
-            manifest = mark_online(out, "published")
-        return manifest
-    finally:
-        for df in (cust, card):
-            if df is not None:
-                df.unpersist()
-        shutil.rmtree(staging, ignore_errors=True)
+        io.write_parquet(ranked, staged / f"ranked-{part:05d}.parquet")
+        mine = list(merge_candidates({}, ranked, plan, rms).values())
+        union = pd.concat(mine).drop_duplicates("customer_id") if mine else ranked.head(0)
+        io.write_parquet(union, staged / f"candidates-{part:05d}.parquet")
+        return pd.DataFrame({"part": [part]})
+
+    return rank
 
 
-@dataclass(frozen=True)
-class _ParquetDocs:
-    """(id, doc) batches read from the Parquet parts Spark wrote for one entity: streamed,
-    never all in memory (and re-readable, so a snapshot can be published more than once).
-    Each task's first row brings the layout (`_docs`); every one must be the month's."""
-
-    path: Path
-    key: str
-    layout: Layout | None = None
-
-    def _parts(self) -> list[Path]:
-        if not self.path.is_dir():  # no rows of this entity: Spark made no folder
-            return []
-        return sorted(self.path.glob("[!._]*.parquet"))
-
-    def _batches(self, columns: list[str]):
-        import pyarrow.parquet as pq
-
-        for part in self._parts():
-            # file by file, a row group at a time (a dataset scan reads well ahead: GiBs)
-            yield from pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=columns)
-
-    def find_layout(self) -> Layout | None:
-        """The layout the first task staged (None: no rows)."""
-        for b in self._batches(["doc"]):
-            for i in self._flagged(b.column(0)):
-                return self._unstage(b.column(0)[i].as_py())[0]
-        return None
-
-    def __iter__(self):
-        import pyarrow.compute as pc
-
-        for b in self._batches([self.key, "doc"]):
-            staged = b.column(1)
-            docs = pc.binary_slice(staged, 1, 2**31 - 1).to_pylist()  # the byte 0 off
-            for i in self._flagged(staged):
-                layout, docs[i] = self._unstage(staged[i].as_py())
-                if layout != self.layout:
-                    raise BookpulseError(
-                        "the Spark tasks built online-store documents of different layouts"
-                    )
-            yield list(zip(b.column(0).to_pylist(), docs, strict=True))
-
-    @staticmethod
-    def _flagged(staged) -> list[int]:
-        """The staged rows that bring a layout."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        first = pc.binary_slice(staged, 0, 1)
-        return pc.indices_nonzero(pc.equal(first, pa.scalar(b"\1", pa.binary()))).to_pylist()
-
-    @staticmethod
-    def _unstage(staged: bytes) -> tuple[Layout, bytes]:
-        """The layout and the document of a staged row that brings one."""
-        n = int.from_bytes(staged[1:5], "little")
-        return json.loads(staged[5 : 5 + n]), staged[5 + n :]
+DOCS_SCHEMA = pa.schema([("id", pa.int64()), ("doc", pa.binary())])
 
 
-def _online_snapshot(as_of: str, rows, staged: Path, prefixes: dict[str, list[str]]) -> Snapshot:
-    """The month for the online store: the documents the tasks built (streamed from the
-    staged Parquet, with their layout) and the distributions (the probabilities, gathered to
-    the driver)."""
-    from pyspark.sql import functions as F
-
-    dists = {}
-    for entity, entity_prefixes in prefixes.items():
-        for prefix in entity_prefixes:
-            col = f"{prefix}_probability"
-            mine = rows.where((F.col("entity") == entity) & F.col(col).isNotNull())
-            dists[prefix] = mine.select(col).toPandas()[col].to_numpy()
-    docs = {}
-    for e, key in KEYS.items():
-        layout = _ParquetDocs(staged / f"entity={e}", key).find_layout()
-        if layout is not None:
-            docs[e] = Encoded(layout, _ParquetDocs(staged / f"entity={e}", key, layout))
-    return Snapshot(as_of=as_of, rows=docs, distributions=dists)
+def _stage_docs(rows: pd.DataFrame, key: str, base: Path) -> None:
+    """A task's online documents (`encode`, as the local engine's store writer encodes
+    them), staged as Parquet, with their layout beside them."""
+    layout = layout_of(rows, key)
+    base.with_suffix(".json").write_text(json.dumps(layout))
+    with pq.ParquetWriter(base.with_suffix(".parquet"), DOCS_SCHEMA) as w:
+        for batch in encode(rows, key, layout):
+            ids, docs = zip(*batch, strict=True)
+            w.write_table(pa.table([pa.array(ids, pa.int64()), pa.array(docs)], schema=DOCS_SCHEMA))
 
 
-def _lists(
-    cust, card, rms, branches, playbook: Playbook, specs: dict[str, ModelSpec]
-) -> dict[str, pd.DataFrame]:
-    """Each list built per RM by `action_list` on Spark, gathered to the driver (a list is
-    capped by the RMs' capacity, so it is small)."""
-    out = {}
-    tables = {"customer": cust, "card": card}
-    columns = {e: list(t.columns) for e, t in tables.items()}
-    for name, lst, spec in planned_lists(playbook, specs, columns):
-        scored, prefix = tables[spec.entity], spec.prefix
-        build = _list_builder(name, lst, prefix, spec.id_column, rms, branches)
-
-        schema = ", ".join(f"`{c}` {_list_type(c)}" for c in LIST_COLUMNS)
-        df = scored.groupBy("rm_id").applyInPandas(build, schema=schema).toPandas()
-        df["card_id"] = df["card_id"].astype("Int64")
-        df["rank"] = df["rank"].astype("int32")
-        out[name] = df.sort_values(["branch_id", "rm_id", "rank"], kind="stable").reset_index(
-            drop=True
+def _send_docs(writer, entity: str, staged: Path, parts: int) -> None:
+    """The staged documents of every task into the store's month, streamed a batch at a
+    time (the writer refuses a task whose layout differs from the others')."""
+    for part in range(parts):
+        base = staged / f"docs-{entity}-{part:05d}"
+        layout = json.loads(base.with_suffix(".json").read_text())
+        batches = pq.ParquetFile(base.with_suffix(".parquet")).iter_batches(BATCH_ROWS)
+        writer.add_docs(
+            entity,
+            layout,
+            (
+                list(zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True))
+                for b in batches
+            ),
         )
-    return out
-
-
-def _list_builder(name: str, lst, prefix: str, key: str, rms: pd.DataFrame, branches: pd.DataFrame):
-    def build(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _plain(action_list(name, lst, pdf, prefix, key, rms, branches))
-
-    return build
-
-
-def _list_type(column: str) -> str:
-    return {
-        "as_of": "timestamp_ntz",
-        "branch_id": "int",
-        "rm_id": "int",
-        "rank": "int",
-        "customer_id": "bigint",
-        "card_id": "bigint",
-        "probability": "double",
-        "percentile": "double",
-        "decile": "tinyint",
-    }.get(column, "string")
