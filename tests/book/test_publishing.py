@@ -106,3 +106,33 @@ def test_runs_into_one_place_take_turns(tmp_path):
     assert errors == []
     assert (target / "a.txt").read_text() == (target / "b.txt").read_text()  # one run's whole
     assert _siblings(target) == ["month"]
+
+
+def test_a_run_that_must_wait_for_another_says_so(tmp_path, capsys):
+    target = tmp_path / "month"
+    target.parent.mkdir(exist_ok=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with io.publishing(target) as tmp:
+            (tmp / "a.txt").write_text("first")
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait(10)
+    assert capsys.readouterr().err == ""
+    waiting = threading.Thread(target=_publish, args=(target, "second"))
+    waiting.start()
+    for _ in range(200):  # the second run says it waits, and does not go on
+        if "waiting for it to finish" in capsys.readouterr().err:
+            break
+        threading.Event().wait(0.05)
+    else:
+        raise AssertionError("the waiting run said nothing")
+    assert not (target / "a.txt").exists()
+    release.set()
+    t.join()
+    waiting.join()
+    assert (target / "a.txt").read_text() == "second"

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -210,7 +211,16 @@ def locked(target: Path):
 
     fd = os.open(target.parent, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"another bookpulse run is publishing into {target.parent}: waiting for it "
+                "to finish (runs into one folder take turns)",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
