@@ -136,10 +136,15 @@ def book_generate(
         raise typer.BadParameter(str(exc), param_hint="--shock") from None
     request = GenerateRequest(out, customers, months, seed, end_month, force, tuple(shock or ()))
     columns = (TextColumn("[bold]generating book"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TextColumn("months"), TimeElapsedColumn(), transient=True) as bar:
+    unit = TextColumn("months (x blocks of customers)")
+    with Progress(*columns, unit, TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("months", total=months)
         started = time.perf_counter()
-        made = run(generate, request, lambda done, _: bar.update(task, completed=done))
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        made = run(generate, request, progress)
     show.generated(made, time.perf_counter() - started)
 
 

@@ -59,7 +59,7 @@ def generate(
     request: GenerateRequest, progress: Callable[[int, int], None] | None = None
 ) -> Generated:
     """Simulate the book (refused before any work when its folder holds data, unless
-    `force`); `progress(months done, months)`."""
+    `force`); `progress(steps done, steps)`: a step is a month of a block of customers."""
     out = request.out or get_settings().book_dir
     shocks = parse_shocks(request.shocks)
     spec = BookSpec(

@@ -2,10 +2,11 @@
 scored with reasons; the action lists; a manifest for auditors; the month's feature vectors
 and score distributions put in the online store for the API.
 
-The work is the pure `bookpulse.model.batch`; this module reads the book, checks it, and
-publishes the month whole (`bookpulse.adapters.publish`): a crash leaves nothing
-half-published and a re-run replaces the month. `--engine spark` runs the same functions over
-partitions of customers (`jobs.score_spark`).
+The work is the pure `bookpulse.model.batch`; this module reads the book, checks it, streams
+it through in partitions of customers (memory follows the partition, not the book: see
+`score_month`) and publishes the month whole (`bookpulse.adapters.publish`): a crash leaves
+nothing half-published and a re-run replaces the month. `--engine spark` runs the same
+partition steps as Spark tasks (`jobs.score_spark`).
 """
 
 from __future__ import annotations

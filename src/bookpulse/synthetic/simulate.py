@@ -42,6 +42,28 @@ dated before its month, and the truth takes it into account from its month-end o
 at the month-end just before it still describes the world without it). Its random draws come
 from its own generator, so the book's own stream is untouched until the shock changes the
 customers' paths.
+
+The book is simulated in blocks of at most ``BookSpec.block_size`` customers, one after the
+other, so memory depends on the block size and not on the book. Customers are laid out branch by
+branch (customer ids run through the branches, the people of a branch in random order), and a
+block is a run of consecutive customer ids. Households and market streets are cut from
+consecutive customers of a block, so they stay within it. Friends are people near in that order,
+and a business owner's two partners are merchants or business owners anywhere among the
+customers simulated so far: in the block or in the blocks before it (a friend who would sit in a
+later block is taken as far the other way). For every customer of a finished block the book
+keeps a compact record: the month of attrition, month by month whether they were a live customer
+of the high-end tier or above, and the onboarding date. A later customer linked to them reads
+it, so contagion (a linked customer's attrition raising churn) and the pull of high-tier links
+act across blocks as within one, but one way: the earlier customer's months are already written
+when the later one attrites. Each block draws from its own random stream
+``[seed, BLOCK_STREAM, block]``; a book of a single block draws from the seed's stream and is,
+file for file and byte for byte, what the simulator wrote before blocks.
+
+Every monthly file and the customers, relationships and cards tables are sorted by customer id
+(snapshots and truth: one row per customer; cards and card spend: by customer, then card id,
+except in a book of a single block, whose card tables keep the order of card ids as before), in
+row groups of at most ``parts.ROW_GROUP_ROWS`` rows with statistics, so a reader asking for a
+range of customers reads only the row groups that hold it.
 """
 
 from __future__ import annotations
@@ -50,7 +72,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,10 +96,20 @@ from bookpulse.domain import (
     TOP_TIER,
     tier_index,
 )
+from bookpulse.synthetic.parts import ROW_GROUP_ROWS, PartFiles
 
 GENERATOR = "bookpulse.synthetic.simulate"
 # what books made before the package was layered say they were made by
 GENERATORS = (GENERATOR, "bookpulse.book.simulate")
+
+# Blocks: the most customers simulated at once (memory grows with it, not with the book: peak
+# RSS 0.9 GiB for 1M customers x 24 months in blocks of 500,000, 1.15 GiB for 10M), and the
+# smallest block a book may be cut into.
+BLOCK_SIZE = 500_000
+MIN_BLOCK_SIZE = 1_000
+BLOCK_STREAM = 0xB10C  # a block's random stream is [seed, BLOCK_STREAM, block]
+NEVER = np.iinfo(np.int16).max  # "no attrition" in the book's record of finished blocks
+SPILL_DIR = ".spill"  # in the book's temporary folder: rows waiting for the end of the run
 
 BO, ELD, MER, WOM, GRO, MAS = range(6)  # segment codes, in SEGMENTS order
 BRANCH, ONLINE, TELE, BULK = range(4)  # card channel codes, in CARD_CHANNELS order
@@ -113,6 +145,7 @@ LOYALTY_SD = 0.2  # hidden loyalty, on the logit of cooling
 DRAIN = 0.35  # log AUM leaving each month a customer is in the leaving state
 DRAIN_COOLING = 0.0  # and in the cooling state
 TIER_CARE = np.array([0.05, 0.15, 0.5, 1.2, 2.5])  # RM contacts per month by tier
+REL_WEIGHT = np.array([1.0, 0.5, 0.7])  # contagion by relationship kind: family, friend, business
 # Engagement chain: 0 engaged, 1 cooling, 2 leaving; attrition absorbs.
 CHURN_BASE = -2.7  # logit of P(engaged -> cooling) for a driver score of 0
 LEAVE_BASE = logit(0.20)  # logit of P(cooling -> leaving)
@@ -239,16 +272,28 @@ class Shock:
 
 @dataclass(frozen=True)
 class BookSpec:
-    """What to generate. `end_month` is the last month-end in the book ('YYYY-MM')."""
+    """What to generate. `end_month` is the last month-end in the book ('YYYY-MM').
+
+    `block_size`: the most customers simulated at once (module docstring). A book of more
+    customers is cut into the fewest blocks of at most that many, of near-equal size; the
+    blocks shape the book, so the same spec (block size included) gives the same files. A book
+    of one block does not depend on it (and book.json does not record it)."""
 
     customers: int = 20_000
     months: int = 24
     seed: int = 42
     end_month: str = "2026-10"
     shocks: tuple[Shock, ...] = ()
+    block_size: int = BLOCK_SIZE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shocks", tuple(self.shocks))
+
+    def block_bounds(self) -> list[tuple[int, int]]:
+        """[(first, end)) positions of the customers of each block, in customer-id order."""
+        k = max(1, -(-self.customers // self.block_size))
+        ends = [self.customers * (b + 1) // k for b in range(k)]
+        return list(zip([0, *ends[:-1]], ends, strict=True))
 
     def month_keys(self) -> list[str]:
         end = pd.Period(self.end_month, freq="M")
@@ -276,13 +321,15 @@ def _money(x: np.ndarray) -> np.ndarray:
 
 class _ShockState:
     """One shock during a run: when it starts (a month index), its own random generator and
-    what it draws per customer."""
+    what it draws per customer of the block (`block` None: the book is one block)."""
 
-    def __init__(self, shock: Shock, index: int, spec: BookSpec, start: int):
+    def __init__(
+        self, shock: Shock, index: int, spec: BookSpec, start: int, n: int, block: int | None
+    ):
         self.kind, self.strength, self.start = shock.kind, float(shock.strength), start
         kind_code = SHOCK_KINDS.index(shock.kind)
-        self.rng = np.random.default_rng([spec.seed, 0x5EC7, index, kind_code])
-        n = spec.customers
+        stream = [spec.seed, 0x5EC7, index, kind_code]
+        self.rng = np.random.default_rng(stream if block is None else [*stream, block])
         # rate_cut: how much of their money a customer moves when the rate is cut
         self.sensitivity = self.rng.beta(2.0, 2.0, size=n) if shock.kind == "rate_cut" else None
         # card_campaign: who has had a campaign card already
@@ -296,11 +343,16 @@ class _ShockState:
         return hit * self.sensitivity * (self.strength * RATE_CUT_DRAIN / RATE_CUT_MONTHS)
 
 
-class _Simulation:
-    """The state of every customer as the months go by. Used only by `generate_book`."""
+class _Book:
+    """What the blocks share: the calendar, branches and RMs, where each block's customers sit
+    in the branch order, and the compact record of the customers of finished blocks that later
+    blocks' links read (a few bytes a customer). Used only by `generate_book`."""
 
     def __init__(self, spec: BookSpec):
         self.spec = spec
+        self.n = spec.customers
+        self.bounds = spec.block_bounds()
+        self.single = len(self.bounds) == 1
         self.rng = np.random.default_rng(spec.seed)
         self.months = spec.month_keys()
         self.month_ends = _days([io.month_end(m) for m in self.months])
@@ -308,22 +360,24 @@ class _Simulation:
         self.cal = np.array([pd.Period(m, freq="M").month for m in self.months]) - 1
         self.ref_year = pd.Period(spec.end_month, freq="M").year
         self._make_branches()
-        self._make_customers()
-        self._make_relationships()
-        self._init_state()
-        self.card_parts: list[dict[str, np.ndarray]] = []
-        self.card_truth_parts: list[pd.DataFrame] = []
-        self.n_cards = 0
-        self.issued: list[int] = []  # new cards each month (before any campaign's)
-        month0 = pd.Period(self.months[0], freq="M")
-        self.shocks = [
-            _ShockState(sh, i, spec, (pd.Period(sh.from_month, freq="M") - month0).n)
-            for i, sh in enumerate(spec.shocks)
-        ]
+        self.n_cards = 0  # cards issued by the finished blocks
+        self.snapshot_rows = 0
+        if self.single:
+            return  # the block draws its customers' branches as the book did before blocks
+        # How many customers each branch has: customers are laid out branch by branch.
+        p_branch = self.branch_size / self.branch_size.sum()
+        self.branch_ends = np.cumsum(self.rng.multinomial(self.n, p_branch))
+        # The record of finished blocks' customers, by position (customer id - 100,001).
+        m = len(self.months)
+        self.exit_month = np.full(self.n, NEVER, dtype=np.int16)
+        self.high = np.zeros((self.n, -(-m // 8)), dtype=np.uint8)  # bit t: live, tier >= 3
+        self.onboard_day = np.zeros(self.n, dtype=np.int32)  # days since 1970-01-01
+        self.partner_pool: list[np.ndarray] = []  # positions of business owners and merchants
+        # relationship rows of earlier blocks' customers made by later blocks' links
+        self.reverse_rel: list[list[dict[str, np.ndarray]]] = [[] for _ in self.bounds]
 
-    # --- the population ------------------------------------------------------------------
     def _make_branches(self) -> None:
-        rng, n = self.rng, self.spec.customers
+        rng, n = self.rng, self.n
         nb = max(4, round(n / 2000))
         area = rng.choice(3, size=nb, p=[0.5, 0.3, 0.2])
         area[0], area[1] = 0, 2  # at least one urban and one rural branch
@@ -360,11 +414,120 @@ class _Simulation:
             }
         )
 
+    def record(self, sim: _Simulation) -> None:
+        """Keep what later blocks' links read of the finished block `sim`."""
+        self.n_cards = sim.n_cards
+        if self.single:
+            return
+        lo, hi = sim.lo, sim.hi
+        self.exit_month[lo:hi] = np.minimum(sim.exit_idx, NEVER)
+        self.high[lo:hi] = np.packbits(sim.high_months, axis=1)
+        self.onboard_day[lo:hi] = sim.onboard_date.astype(np.int64)
+        pool = np.flatnonzero((sim.seg == BO) | (sim.seg == MER)) + lo
+        self.partner_pool.append(pool.astype(np.int32))
+
+    def high_months(self, positions: np.ndarray) -> np.ndarray:
+        """(positions x months) bool: a live customer of the high-end tier or above."""
+        m = len(self.months)
+        return np.unpackbits(self.high[positions], axis=1, count=m).astype(bool)
+
+    def block_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted([hi for _, hi in self.bounds], positions, side="right")
+
+    def keep_relationships(
+        self, out: Path, block: int, rel: dict[str, np.ndarray], n_earlier: int
+    ) -> None:
+        """Set aside a finished block's relationship rows (book positions), whose last
+        `n_earlier` link its customers to earlier blocks' customers: the rows of the block's
+        customers go to a spill file, the mirror rows of those links wait in memory for the
+        earlier customers' turn in `write_relationships`."""
+        spill = out / SPILL_DIR / f"relationships-{block:05d}.npz"
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(spill, **rel)
+        if n_earlier:
+            mirror = {
+                "src": rel["dst"][-n_earlier:],
+                "dst": rel["src"][-n_earlier:],
+                "kind": rel["kind"][-n_earlier:],
+                "since": rel["since"][-n_earlier:],
+            }
+            owner = self.block_of(mirror["src"])
+            for b in np.unique(owner):
+                mine = owner == b
+                self.reverse_rel[b].append(
+                    {
+                        "src": mirror["src"][mine].astype(np.int32),
+                        "dst": mirror["dst"][mine].astype(np.int32),
+                        "kind": mirror["kind"][mine],
+                        "since": mirror["since"][mine],
+                    }
+                )
+
+    def write_relationships(self, out: Path, writer: _Writer) -> None:
+        """relationships.parquet, block by block: each block's customers' rows, sorted."""
+        for b in range(len(self.bounds)):
+            spill = out / SPILL_DIR / f"relationships-{b:05d}.npz"
+            with np.load(spill) as kept:
+                parts = [{k: kept[k] for k in kept.files}, *self.reverse_rel[b]]
+            spill.unlink()
+            self.reverse_rel[b] = []
+            rel = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+            writer.write([(_relationship_table(rel), out / "relationships.parquet")])
+        writer.wait()
+        (out / SPILL_DIR).rmdir()
+
+
+class _Simulation:
+    """The state of the customers of one block as the months go by (module docstring). Used
+    only by `generate_book`."""
+
+    def __init__(self, book: _Book, block: int):
+        spec = book.spec
+        self.spec, self.book, self.block = spec, book, block
+        self.lo, self.hi = book.bounds[block]
+        self.n = self.hi - self.lo
+        self.single = book.single
+        self.rng = (
+            book.rng if book.single else np.random.default_rng([spec.seed, BLOCK_STREAM, block])
+        )
+        self.months = book.months
+        self.month_ends, self.month_starts = book.month_ends, book.month_starts
+        self.cal, self.ref_year = book.cal, book.ref_year
+        self.branch_area, self.branch_region = book.branch_area, book.branch_region
+        self.branch_size = book.branch_size
+        self.rm_branch, self.rm_diligence = book.rm_branch, book.rm_diligence
+        self._make_customers()
+        self._make_relationships()
+        self._init_state()
+        self.card_parts: list[dict[str, np.ndarray]] = []
+        self.card_truth_parts: list[pd.DataFrame] = []
+        self.n_cards = book.n_cards  # card ids go on from the blocks before
+        self.issued: list[int] = []  # new cards each month (before any campaign's)
+        # month by month: a live customer of the high-end tier or above (read by later blocks)
+        self.high_months = None if book.single else np.zeros((self.n, len(self.months)), bool)
+        month0 = pd.Period(self.months[0], freq="M")
+        self.shocks = [
+            _ShockState(
+                sh,
+                i,
+                spec,
+                (pd.Period(sh.from_month, freq="M") - month0).n,
+                self.n,
+                None if book.single else block,
+            )
+            for i, sh in enumerate(spec.shocks)
+        ]
+
+    # --- the population ------------------------------------------------------------------
     def _make_customers(self) -> None:
-        rng, n, m = self.rng, self.spec.customers, len(self.months)
+        rng, n, m = self.rng, self.n, len(self.months)
         nb = self.branch_area.size
-        p_branch = self.branch_size / self.branch_size.sum()
-        branch = np.sort(rng.choice(nb, size=n, p=p_branch))
+        if self.single:
+            p_branch = self.branch_size / self.branch_size.sum()
+            branch = np.sort(rng.choice(nb, size=n, p=p_branch))
+        else:  # the branches of the block's run of the book's branch order
+            positions = np.arange(self.lo, self.hi)
+            branch = np.searchsorted(self.book.branch_ends, positions, side="right")
         # Segment by the branch's area type (growers in the countryside, merchants in town).
         u = rng.random(n)
         cdf = np.cumsum(SEG_SHARE_BY_AREA, axis=1)[self.branch_area[branch]]
@@ -390,7 +553,7 @@ class _Simulation:
         self.gender = (rng.random(n) < male_p).astype(np.int8)  # 0 F, 1 M
 
         self.payroll_enrolled = rng.random(n) < PAYROLL_RATE[seg] * (age < 62)
-        n_employers = max(4, n // 80)
+        n_employers = max(4, self.book.n // 80)  # the book's employers, a few per branch
         per_branch = max(1, n_employers // nb)
         self.employer = np.where(
             self.payroll_enrolled, branch * per_branch + rng.integers(0, per_branch, size=n), -1
@@ -465,20 +628,23 @@ class _Simulation:
         payroll_deal = self.payroll_enrolled & (rng.random(n) < 0.8)
         ch[payroll_deal] = ONBOARD_CHANNELS.index("payroll_deal")
         self.channel = ch
-        self.customer_id = np.arange(1, n + 1, dtype=np.int64) + 100_000
+        self.customer_id = np.arange(self.lo + 1, self.hi + 1, dtype=np.int64) + 100_000
 
     def _make_relationships(self) -> None:
-        rng, n = self.rng, self.spec.customers
+        """Links of the block's customers, among themselves and to earlier blocks' customers.
+        Positions below are the book's (customer id - 100,001): `src` in the block, `dst` in the
+        block or before it."""
+        rng, n, first = self.rng, self.n, self.lo
         src, dst, kind = [], [], []
         # family: every pair within a household
         hh = self.household
         same_next = hh[1:] == hh[:-1]
-        a = np.flatnonzero(same_next)
+        a = np.flatnonzero(same_next) + first
         src += [a]
         dst += [a + 1]
         kind += [np.zeros(a.size, dtype=np.int8)]
         same_next2 = hh[2:] == hh[:-2]
-        a2 = np.flatnonzero(same_next2)
+        a2 = np.flatnonzero(same_next2) + first
         src += [a2]
         dst += [a2 + 2]
         kind += [np.zeros(a2.size, dtype=np.int8)]
@@ -486,20 +652,25 @@ class _Simulation:
         # two partners among merchants and business owners anywhere.
         for gap in (1, 2):
             c = self.cluster
-            k = np.flatnonzero((c[:-gap] >= 0) & (c[:-gap] == c[gap:]))
+            k = np.flatnonzero((c[:-gap] >= 0) & (c[:-gap] == c[gap:])) + first
             src += [k]
             dst += [k + gap]
             kind += [np.full(k.size, 2, dtype=np.int8)]
-        bo = np.flatnonzero(self.seg == BO)
-        pool = np.flatnonzero((self.seg == BO) | (self.seg == MER))
+        bo = np.flatnonzero(self.seg == BO) + first
+        pool = np.flatnonzero((self.seg == BO) | (self.seg == MER)) + first
+        if not self.single:  # anywhere among the customers simulated so far
+            pool = np.concatenate([*self.book.partner_pool, pool])
         if bo.size and pool.size:
             for _ in range(2):
                 src += [bo]
                 dst += [rng.choice(pool, size=bo.size)]
                 kind += [np.full(bo.size, 2, dtype=np.int8)]
         # friends: about 0.3 links per customer, to someone near in the branch order
-        f = np.flatnonzero(rng.random(n) < 0.3)
-        g = np.clip(f + rng.integers(-60, 61, size=f.size), 0, n - 1)
+        f = np.flatnonzero(rng.random(n) < 0.3) + first
+        g = np.clip(f + rng.integers(-60, 61, size=f.size), 0, self.book.n - 1)
+        # someone in a later block (not simulated yet): the one as far the other way
+        ahead = g >= self.hi
+        g[ahead] = 2 * f[ahead] - g[ahead]
         src += [f]
         dst += [g]
         kind += [np.ones(f.size, dtype=np.int8)]
@@ -507,19 +678,38 @@ class _Simulation:
         keep = s != d
         s, d, k = s[keep], d[keep], k[keep]
         lo, hi = np.minimum(s, d), np.maximum(s, d)
-        pair = lo * n + hi
-        _, first = np.unique(pair, return_index=True)
-        lo, hi, k = lo[first], hi[first], k[first]
-        self.rel_src = np.concatenate([lo, hi])
-        self.rel_dst = np.concatenate([hi, lo])
-        self.rel_kind = np.concatenate([k, k])
-        self.rel_weight = np.array([1.0, 0.5, 0.7])[self.rel_kind]
-        since = np.maximum(self.onboard_date[self.rel_src], self.onboard_date[self.rel_dst])
+        pair = lo * self.book.n + hi
+        _, once = np.unique(pair, return_index=True)
+        lo, hi, k = lo[once], hi[once], k[once]  # hi is in the block, lo in it or before it
+        since = np.maximum(self._onboard_dates(lo), self.onboard_date[hi - first])
         end = self.month_ends[-1]
-        self.rel_since = np.minimum(since + np.tile(rng.integers(0, 60, size=lo.size), 2), end)
+        since = np.minimum(since + rng.integers(0, 60, size=lo.size), end)
+        inside = lo >= first
+        lo_in, hi_in, k_in = lo[inside] - first, hi[inside] - first, k[inside]
+        self.rel_src = np.concatenate([lo_in, hi_in])
+        self.rel_dst = np.concatenate([hi_in, lo_in])
+        self.rel_kind = np.concatenate([k_in, k_in])
+        self.rel_weight = REL_WEIGHT[self.rel_kind]
+        self.rel_since = np.tile(since[inside], 2)
+        # links to earlier blocks: this block's customer (local) -> the earlier one (book)
+        out = ~inside
+        self.x_src, self.x_dst, self.x_kind = hi[out] - first, lo[out], k[out]
+        self.x_since = since[out]
+        self.x_weight = REL_WEIGHT[self.x_kind]
+        if self.x_src.size:  # what the earlier customers did, month by month (all known)
+            self.x_exit = self.book.exit_month[self.x_dst]
+            self.x_high = self.book.high_months(self.x_dst)
+
+    def _onboard_dates(self, positions: np.ndarray) -> np.ndarray:
+        """Onboarding dates of customers of this block or of earlier blocks."""
+        here = positions >= self.lo
+        if here.all():
+            return self.onboard_date[positions - self.lo]
+        earlier = self.book.onboard_day[np.where(here, 0, positions)].astype("datetime64[D]")
+        return np.where(here, self.onboard_date[np.where(here, positions - self.lo, 0)], earlier)
 
     def _init_state(self) -> None:
-        rng, n = self.rng, self.spec.customers
+        rng, n = self.rng, self.n
         seg = self.seg
         self.u = rng.normal(0.0, 1.0, size=n) * self.sigma / np.sqrt(1 - RHO**2)
         self.x = self._log_aum(0)
@@ -586,14 +776,24 @@ class _Simulation:
             weights=self.rel_weight * recent_exit[self.rel_dst],
             minlength=self.x.size,
         )
+        high = (tier >= 3) & live
         high_linked = (
             np.bincount(
                 self.rel_src,
-                weights=((tier[self.rel_dst] >= 3) & live[self.rel_dst]).astype(float),
+                weights=high[self.rel_dst].astype(float),
                 minlength=self.x.size,
             )
             > 0
         )
+        if self.high_months is not None:
+            self.high_months[:, t] = high
+        if self.x_src.size:  # links to earlier blocks' customers, from the book's record
+            gone = ((self.x_exit <= t) & (self.x_exit >= t - 2)).astype(float)
+            contagion += np.bincount(self.x_src, weights=self.x_weight * gone, minlength=self.n)
+            high_linked |= (
+                np.bincount(self.x_src, weights=self.x_high[:, t].astype(float), minlength=self.n)
+                > 0
+            )
         tenure = t - self.onboard_idx
         f = self.flags
         z = (
@@ -742,11 +942,15 @@ class _Simulation:
                 (mean + shift + WINDFALL_MEAN) / sd_w
             )
 
+        crossed: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # paths share their shifts
         p_up = np.zeros(idx.size)
         for (k, n0), w in stay.items():
             p_no = (1 - pj) ** n0
             shift = -DRAIN * k - DRAIN_COOLING * (3 - n0 - k)
-            p_up += w * (p_no * cross(shift) + (1 - p_no) * cross(shift + jump))
+            if shift not in crossed:
+                crossed[shift] = (cross(shift), cross(shift + jump))
+            stays, jumps = crossed[shift]
+            p_up += w * (p_no * stays + (1 - p_no) * jumps)
         p_up = np.where(below_top, p_up, np.nan)
         return pd.DataFrame(
             {
@@ -1119,69 +1323,52 @@ class _Simulation:
         k = int(used.sum())
         txn = 1 + self.rng.poisson(4.0 * c["use_rate"][used])
         amount = txn * self.rng.lognormal(np.log(250.0), 0.6, size=k)
-        return pa.table(
+        spend = pa.table(
             {
                 "card_id": pa.array(c["card_id"][used]),
                 "txn_count": pa.array(txn.astype(np.int16)),
                 "amount": pa.array(_money(amount)),
             }
         )
+        if not self.single:  # by customer, then card (card ids run in order of issue)
+            spend = spend.take(np.argsort(c["holder"][used], kind="stable"))
+        return spend
 
     def _stack_cards(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate([p[k] for p in self.card_parts]) for k in self.card_parts[0]}
 
     # --- the run ------------------------------------------------------------------------
-    def run(self, out: Path, progress: Callable[[int, int], None] | None = None) -> dict:
+    def run(self, out: Path, writer: _Writer, progress: Callable[[int], None]) -> None:
+        """Simulate the block's months, handing each month's tables to `writer`; then its
+        static tables. `progress(months done)` after each month."""
         m = len(self.months)
-        rows_total = 0
         d0 = self._drivers(0, self.onboard_idx <= 0)
         self._initial_cards(d0)
         d = d0
-        # Parquet encoding releases the GIL: one writer thread overlaps it with the next
-        # month's simulation. At most one month waits to be written.
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            pending = None
-            for t in range(m):
-                onboarded = self.onboard_idx <= t
-                if t > 0:
-                    live_prev = (self.onboard_idx <= t - 1) & (self.exit_idx > t - 1)
-                    self._step(t, d, live_prev)
-                live = onboarded & (self.exit_idx > t)
-                d = self._drivers(t, live)
-                self._issue_cards(t, live, d)
-                self.cards_now = self._stack_cards()
-                present = onboarded & ~((self.exit_idx < t) & self.closed)
-                rows = np.flatnonzero(present)
-                month = self.months[t]
-                tables = [  # in this order: the truth reads the snapshot's RM contacts
-                    (self._snapshot(t, rows), io.monthly_path(out, "snapshots", month)),
-                    (self._card_spend(t, live), io.monthly_path(out, "card_spend", month)),
-                    (self._truth(t, d, live), io.truth_monthly_path(out, month)),
-                ]
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(_write_all, tables)
-                rows_total += rows.size
-                if progress:
-                    progress(t + 1, m)
-            if pending is not None:
-                pending.result()
-        self._write_static(out)
-        meta = {
-            "generator": GENERATOR,
-            "generator_version": __version__,
-            **asdict(self.spec),
-            "months": self.months,
-            "start_month": self.months[0],
-            "snapshot_rows": int(rows_total),
-            "cards": int(self.n_cards),
-        }
-        (out / io.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return meta
+        for t in range(m):
+            onboarded = self.onboard_idx <= t
+            if t > 0:
+                live_prev = (self.onboard_idx <= t - 1) & (self.exit_idx > t - 1)
+                self._step(t, d, live_prev)
+            live = onboarded & (self.exit_idx > t)
+            d = self._drivers(t, live)
+            self._issue_cards(t, live, d)
+            self.cards_now = self._stack_cards()
+            present = onboarded & ~((self.exit_idx < t) & self.closed)
+            rows = np.flatnonzero(present)
+            month = self.months[t]
+            tables = [  # in this order: the truth reads the snapshot's RM contacts
+                (self._snapshot(t, rows), io.monthly_path(out, "snapshots", month)),
+                (self._card_spend(t, live), io.monthly_path(out, "card_spend", month)),
+                (self._truth(t, d, live), io.truth_monthly_path(out, month)),
+            ]
+            writer.write(tables)
+            self.book.snapshot_rows += rows.size
+            progress(t + 1)
+        self._write_static(out, writer)
 
-    def _write_static(self, out: Path) -> None:
-        io.write_parquet(self.branches, out / "branches.parquet")
-        io.write_parquet(self.rms, out / "rms.parquet")
+    def _write_static(self, out: Path, writer: _Writer) -> None:
+        """The block's rows of the static tables (its relationships: `_Book.relationships`)."""
         customers = pa.table(
             {
                 "customer_id": pa.array(self.customer_id),
@@ -1196,19 +1383,17 @@ class _Simulation:
                 "payroll_enrolled": pa.array(self.payroll_enrolled),
             }
         )
-        io.write_parquet(customers, out / "customers.parquet")
-        rel = pa.table(
-            {
-                "customer_id": pa.array(self.customer_id[self.rel_src]),
-                "related_customer_id": pa.array(self.customer_id[self.rel_dst]),
-                "kind": _dict_array(self.rel_kind, RELATIONSHIP_KINDS),
-                "since": _date_array(self.rel_since),
-            }
-        )
-        io.write_parquet(
-            rel.sort_by([("customer_id", "ascending"), ("related_customer_id", "ascending")]),
-            out / "relationships.parquet",
-        )
+        tables = [(customers, out / "customers.parquet")]
+        rel = {
+            "src": np.concatenate([self.rel_src + self.lo, self.x_src + self.lo]),
+            "dst": np.concatenate([self.rel_dst + self.lo, self.x_dst]),
+            "kind": np.concatenate([self.rel_kind, self.x_kind]),
+            "since": np.concatenate([self.rel_since, self.x_since]),
+        }
+        if self.single:
+            tables.append((_relationship_table(rel), out / "relationships.parquet"))
+        else:
+            self.book.keep_relationships(out, self.block, rel, self.x_src.size)
         c = self.cards_now
         end = self.month_ends[-1]
         # A first use after the book's last month-end, or after the holder attrited, is not
@@ -1232,14 +1417,106 @@ class _Simulation:
                 "first_use_date": _date_array(first_use.astype("datetime64[D]")),
             }
         )
-        io.write_parquet(cards, out / "cards.parquet")
-        truth_cards = pd.concat(self.card_truth_parts, ignore_index=True)
-        io.write_parquet(truth_cards, out / io.TRUTH_DIR / "cards.parquet")
+        if not self.single:  # by customer, then card (card ids run in order of issue)
+            cards = cards.take(np.argsort(c["holder"], kind="stable"))
+        tables.append((cards, out / "cards.parquet"))
+        if self.card_truth_parts:
+            truth_cards = pd.concat(self.card_truth_parts, ignore_index=True)
+            tables.append((truth_cards, out / io.TRUTH_DIR / "cards.parquet"))
+        writer.write(tables)
 
 
-def _write_all(tables: list[tuple[pa.Table | pd.DataFrame, Path]]) -> None:
-    for table, path in tables:
-        io.write_parquet(table, path)
+def _relationship_table(rel: dict[str, np.ndarray]) -> pa.Table:
+    """Relationship rows (book positions) as the table, by customer then related customer."""
+    table = pa.table(
+        {
+            "customer_id": pa.array(rel["src"] + 100_001),
+            "related_customer_id": pa.array(rel["dst"] + 100_001),
+            "kind": _dict_array(rel["kind"], RELATIONSHIP_KINDS),
+            "since": _date_array(rel["since"]),
+        }
+    )
+    return table.sort_by([("customer_id", "ascending"), ("related_customer_id", "ascending")])
+
+
+class _Writer:
+    """One thread writing the book's files, in the order handed to it: Parquet encoding
+    releases the GIL, so it overlaps the simulation of the next month. At most one batch of
+    tables waits to be written."""
+
+    def __init__(self, files: PartFiles):
+        self.files = files
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future | None = None
+
+    def write(self, tables: list[tuple[pa.Table | pd.DataFrame, Path]]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, tables)
+
+    def _write(self, tables: list[tuple[pa.Table | pd.DataFrame, Path]]) -> None:
+        for table, path in tables:
+            self.files.write(path, table)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        """Write what waits and complete every file."""
+        self.wait()
+        self._pool.shutdown()
+        self.files.close()
+
+    def abandon(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+        self.files.abandon()
+
+
+def _generate(
+    spec: BookSpec,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Simulate the book block by block into the folder `out`; return its metadata."""
+    book = _Book(spec)
+    m, blocks = len(book.months), len(book.bounds)
+    writer = _Writer(PartFiles(ROW_GROUP_ROWS, one_part=book.single))
+    try:
+        writer.write([(book.branches, out / "branches.parquet"), (book.rms, out / "rms.parquet")])
+        for b in range(blocks):
+            sim = _Simulation(book, b)
+
+            def step(done: int, b: int = b) -> None:
+                if progress:
+                    progress(b * m + done, blocks * m)
+
+            sim.run(out, writer, step)
+            book.record(sim)
+            del sim  # the next block's state takes its place
+        writer.wait()
+        if not book.single:
+            book.write_relationships(out, writer)
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    fields = asdict(spec)
+    if book.single:
+        del fields["block_size"]  # a book of one block does not depend on it
+    meta = {
+        "generator": GENERATOR,
+        "generator_version": __version__,
+        **fields,
+        "months": book.months,
+        "start_month": book.months[0],
+        "snapshot_rows": int(book.snapshot_rows),
+        "cards": int(book.n_cards),
+    }
+    if not book.single:
+        meta["blocks"] = blocks
+    (out / io.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
 
 
 def generate_book(
@@ -1249,11 +1526,16 @@ def generate_book(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Generate a book into `out`, published atomically. Returns its metadata (book.json)."""
+    """Generate a book into `out`, published atomically. Returns its metadata (book.json).
+
+    `progress(done, total)` after each month of each block: total is blocks x months (a book
+    of one block: months, as before blocks)."""
     if spec.customers < 100:
         raise ValueError("a book needs at least 100 customers")
     if not 4 <= spec.months <= 120:
         raise ValueError("months must be between 4 and 120")
+    if not (isinstance(spec.block_size, int) and spec.block_size >= MIN_BLOCK_SIZE):
+        raise ValueError(f"block_size must be a whole number of at least {MIN_BLOCK_SIZE:,}")
     first = spec.month_keys()[0]
     for shock in spec.shocks:
         if not isinstance(shock, Shock):
@@ -1264,5 +1546,5 @@ def generate_book(
                 "a shock must start after it, so the book shows the world before and after"
             )
     with io.publishing(Path(out), replace=force) as tmp:
-        meta = _Simulation(spec).run(tmp, progress)
+        meta = _generate(spec, tmp, progress)
     return meta
