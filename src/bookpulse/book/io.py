@@ -161,6 +161,19 @@ def _add_month(df: pd.DataFrame, month: str) -> pd.DataFrame:
     return df
 
 
+def _coalesced(batches, schema: pa.Schema, rows: int):
+    """Record batches (at most a row group each) gathered into tables of about `rows` rows."""
+    held, count = [], 0
+    for b in batches:
+        held.append(b)
+        count += b.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(held, schema)
+            held, count = [], 0
+    if held:
+        yield pa.Table.from_batches(held, schema)
+
+
 def read_batches(path: Path, rows: int, month: str | None = None):
     """A table's file as frames of at most `rows` rows (as `read_static` gives it, or as
     `read_monthly` with its `month` column when `month` is given): a large file checked a
@@ -168,7 +181,7 @@ def read_batches(path: Path, rows: int, month: str | None = None):
     try:
         f = pq.ParquetFile(path)
         if f.metadata.num_rows:
-            tables = (pa.Table.from_batches([b], f.schema_arrow) for b in f.iter_batches(rows))
+            tables = _coalesced(f.iter_batches(rows), f.schema_arrow, rows)
         else:
             tables = iter([f.schema_arrow.empty_table()])
         for table in tables:

@@ -363,7 +363,8 @@ class _Checked:
 
     def unknown(self, column: str, known: pd.Index | None, what: str, where: str) -> None:
         if known is not None and self.ok(column):
-            bad = ~self.df[column].isin(known)
+            # the Index's own hash table, built once for every slice (isin builds one a call)
+            bad = known.get_indexer(self.df[column].to_numpy()) < 0
             self.flag(column, f"unknown {what}: {column} not in {where}", bad)
 
     def after_end(self, column: str, ref: _Reference) -> None:
@@ -597,7 +598,6 @@ def _check_file(
     file's rows, or None if it cannot be read."""
     keys = _unique_keys(table)
     seen: dict[tuple[str, ...], list[pd.DataFrame]] = {k: [] for k in keys}
-    within = dict.fromkeys(keys, 0)
     rows = 0
     try:
         for df in io.read_batches(path, BATCH_ROWS, month):
@@ -606,7 +606,6 @@ def _check_file(
             for key in keys:
                 if all(c in df.columns and c not in unusable for c in key):
                     seen[key].append(df[list(key)])
-                    within[key] += int(df.duplicated(subset=list(key), keep=False).sum())
             rows += len(df)
     except Exception as exc:  # a corrupt or foreign file: report it, never a traceback
         findings.add(
@@ -620,7 +619,7 @@ def _check_file(
         ref.finish()
     for key, parts in seen.items():
         if len(parts) > 1:  # one slice: its own check saw every duplicate
-            _duplicates_across(findings, table, key, pd.concat(parts), within[key], month)
+            _duplicates_across(findings, table, key, parts, month)
     return rows
 
 
@@ -635,13 +634,18 @@ def _duplicates_across(
     findings: _Findings,
     table: str,
     key: tuple[str, ...],
-    values: pd.DataFrame,
-    within: int,
+    parts: list[pd.DataFrame],
     month: str | None,
 ) -> None:
     """Duplicates of `key` the slices' own checks could not see (split across slices),
-    recorded as the schema check records them."""
-    dup = values.duplicated(subset=list(key), keep=False).to_numpy()
+    recorded as the schema check records them (which counted those within each slice)."""
+    values = pd.concat(parts, ignore_index=True)
+    # a column that holds one value throughout (a partition's month) decides nothing
+    varying = [c for c in key if not (values[c] == values[c].iloc[0]).all()] or list(key)
+    dup = values.duplicated(subset=varying, keep=False).to_numpy()
+    if not dup.any():
+        return
+    within = sum(int(p.duplicated(subset=list(key), keep=False).sum()) for p in parts)
     extra = int(dup.sum()) - within
     if extra > 0:
         cols = ", ".join(key)
