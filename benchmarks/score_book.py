@@ -11,7 +11,7 @@ reasons at most 1.5x the floor, peak RSS at most 2 GiB and at most 1.3x the 250k
 the online store at most about 600 bytes a customer.
 
     .venv/bin/python benchmarks/score_book.py [--customers 250000,1000000] [--home DIR]
-        [--workdir DIR] [--book DIR] [--no-floor]
+        [--workdir DIR] [--book DIR] [--no-floor] [--spark local[2]]
 
 The champions come from `--home` (default $BOOKPULSE_HOME or ./data: run `make demo` first).
 A book is generated into --workdir when missing (seed 42, 24 months ending 2026-10), unless
@@ -66,7 +66,7 @@ def _catalogs():
     return {e: catalog.for_entity(e) for e in ("customer", "card")}
 
 
-def _job(book: Path, home: Path, out: Path) -> dict:
+def _job(book: Path, home: Path, out: Path, engine: str) -> dict:
     """The whole job, as `bookpulse score` runs it (check first, then score and publish)."""
     from bookpulse.adapters.publish import Timer
     from bookpulse.adapters.store import SqliteStore
@@ -79,9 +79,13 @@ def _job(book: Path, home: Path, out: Path) -> dict:
     timer.lap("validate", started)
     champions = _champions(home)
     store = SqliteStore(out.with_name("online") / "features.sqlite")
-    manifest = score_month(
-        book, END, champions, _catalogs(), load_playbook(), out, online=store, timer=timer
-    )
+    args = (book, END, champions, _catalogs(), load_playbook(), out)
+    if engine == "local":
+        manifest = score_month(*args, online=store, timer=timer)
+    else:
+        from bookpulse.jobs.score_spark import score_month_spark
+
+        manifest = score_month_spark(*args, master=engine, online=store, timer=timer)
     return {
         "seconds": time.perf_counter() - started,
         "manifest": manifest.model_dump(mode="json"),
@@ -153,26 +157,28 @@ def _inputs(champion) -> tuple:
     return champion.model.features, champion.model.categories
 
 
-def _stage(stage: str, book: Path, home: Path, out: Path) -> None:
+def _stage(stage: str, book: Path, home: Path, out: Path, engine: str) -> None:
     warnings.filterwarnings("ignore")
-    result = _job(book, home, out) if stage == "job" else _floor(book, home)
+    result = _job(book, home, out, engine) if stage == "job" else _floor(book, home)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({**result, "peak_rss_gib": rss}, default=str))
 
 
-def _measure(stage: str, book: Path, home: Path, out: Path) -> dict:
+def _measure(stage: str, book: Path, home: Path, out: Path, engine: str = "local") -> dict:
     argv = [sys.executable, __file__, "--stage", stage, "--book", str(book)]
-    argv += ["--home", str(home), "--out", str(out)]
+    argv += ["--home", str(home), "--out", str(out), "--engine", engine]
     proc = subprocess.run(argv, check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _report(customers: int, book: Path, home: Path, workdir: Path, floor: bool) -> float:
-    out = workdir / f"scores_{customers}" / END
-    job = _measure("job", book, home, out)
+def _report(
+    customers: int, book: Path, home: Path, workdir: Path, floor: bool, engine: str = "local"
+) -> dict:
+    out = workdir / f"scores_{customers}_{engine.split('[')[0]}" / END
+    job = _measure("job", book, home, out, engine)
     m = job["manifest"]
     active = m["rows_in"]["active_customers"]
-    print(f"batch scoring: {customers:,} customers ({active:,} active), month {END}, local engine")
+    print(f"batch scoring: {customers:,} customers ({active:,} active), month {END}, {engine}")
     print(
         f"  whole job          {job['seconds']:,.1f} s   peak RSS {job['peak_rss_gib']:.2f} GiB"
         "   (targets: 10M <= 900 s and 6 GiB; 1M <= 2 GiB)"
@@ -189,7 +195,7 @@ def _report(customers: int, book: Path, home: Path, workdir: Path, floor: bool) 
     )
     print("  rows out           " + ", ".join(f"{k} {v:,}" for k, v in m["rows_out"].items()))
     if not floor:
-        return job["peak_rss_gib"]
+        return job
     f = _measure("floor", book, home, out)
     total = sum(f["floor"].values())
     per_model = ", ".join(f"{k} {v:.1f} s, {f['trees'][k]} trees" for k, v in f["floor"].items())
@@ -204,7 +210,7 @@ def _report(customers: int, book: Path, home: Path, workdir: Path, floor: bool) 
             f"  reasons vs TreeSHAP {name:16s} top-1 same {a['top1_match']:.1%}, top-3 overlap "
             f"{a['top3_overlap']:.1%}  (TreeSHAP {a['treeshap_ms_per_row']:.2f} ms/row)"
         )
-    return job["peak_rss_gib"]
+    return job
 
 
 def main() -> None:
@@ -216,11 +222,19 @@ def main() -> None:
     )
     parser.add_argument("--book", type=Path, default=None, help="an existing book (one size)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    parser.add_argument(
+        "--spark",
+        default=None,
+        metavar="MASTER",
+        help="also run the Spark engine on that master (e.g. local[2]) and print its wall "
+        "time against the local engine's",
+    )
+    parser.add_argument("--engine", default="local", help=argparse.SUPPRESS)
     parser.add_argument("--stage", choices=["job", "floor"], default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.stage:
-        _stage(args.stage, args.book, args.home.resolve(), args.out)
+        _stage(args.stage, args.book, args.home.resolve(), args.out, args.engine)
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bookpulse-bench-"))
     sizes = [int(n) for n in args.customers.split(",")]
@@ -231,7 +245,14 @@ def main() -> None:
             _ensure_book(book, n)
         else:
             n = json.loads((book / "book.json").read_text())["customers"]
-        peaks.append((n, _report(n, book, args.home.resolve(), workdir, not args.no_floor)))
+        job = _report(n, book, args.home.resolve(), workdir, not args.no_floor)
+        peaks.append((n, job["peak_rss_gib"]))
+        if args.spark:
+            spark = _report(n, book, args.home.resolve(), workdir, False, args.spark)
+            print(
+                f"spark {args.spark} against local at {n:,} customers: "
+                f"{spark['seconds'] / job['seconds']:.2f}x the wall time   (target <= 1.5x)"
+            )
     for n, peak in peaks[1:]:
         print(
             f"peak RSS at {n:,} customers: {peak / peaks[0][1]:.2f}x that at {peaks[0][0]:,}"

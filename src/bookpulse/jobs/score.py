@@ -307,14 +307,21 @@ def rank_part(part: pd.DataFrame, dists: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def merge_candidates(
-    candidates: dict[str, pd.DataFrame], part: pd.DataFrame, plan: list, rms: pd.DataFrame
+    candidates: dict[str, pd.DataFrame],
+    part: pd.DataFrame | dict[str, pd.DataFrame],
+    plan: list,
+    rms: pd.DataFrame,
 ) -> dict[str, pd.DataFrame]:
-    """Each customer list's candidates so far merged with a ranked part's (`list_candidates`):
-    never more rows than the list itself."""
+    """Each customer list's candidates so far merged with a part's (`list_candidates` of a
+    ranked part, or taken already: a dict by list): never more rows than the list itself."""
     out = dict(candidates)
     for name, lst, spec in plan:
         if spec.entity == "customer":
-            both = pd.concat([out[name], part]) if name in out else part
+            if isinstance(part, dict):
+                mine = part[name]
+            else:
+                mine = list_candidates(lst, part, spec.prefix, spec.id_column, rms)
+            both = pd.concat([out[name], mine]) if name in out else mine
             out[name] = list_candidates(lst, both, spec.prefix, spec.id_column, rms)
     return out
 

@@ -169,8 +169,12 @@ def score_month_spark(
             _run_tasks(spark, bounds, _rank_task(staged, book_dists, plan, rms), "part int")
             book_dists.unpersist()
             candidates: dict[str, pd.DataFrame] = {}
+            lists_of_customers = [name for name, _, spec in plan if spec.entity == "customer"]
             for p in range(n):
-                part = pd.read_parquet(staged / f"candidates-{p:05d}.parquet")
+                part = {
+                    name: pd.read_parquet(staged / f"candidates-{name}-{p:05d}.parquet")
+                    for name in lists_of_customers
+                }
                 candidates = merge_candidates(candidates, part, plan, rms)
             t0 = t.lap("ranks", t0)
             lists = month_lists(plan, candidates, card, rms, branches)
@@ -262,17 +266,16 @@ def _sorted_probabilities(staged: Path, parts: int, prefix: str) -> np.ndarray:
 
 
 def _rank_task(staged: Path, book_dists, plan: list, rms: pd.DataFrame):
-    """Stage 3, one partition: its rows ranked in the book (`rank_part`), staged, and its
-    list candidates (one set for all lists: the union of each list's) beside them."""
+    """Stage 3, one partition: its rows ranked in the book (`rank_part`), staged, and each
+    list's candidates among them beside them."""
 
     def rank(part: int, b: tuple[int, int]) -> pd.DataFrame:
         ranked = rank_part(
             pd.read_parquet(staged / f"customers-{part:05d}.parquet"), book_dists.value
         )
         io.write_parquet(ranked, staged / f"ranked-{part:05d}.parquet")
-        mine = list(merge_candidates({}, ranked, plan, rms).values())
-        union = pd.concat(mine).drop_duplicates("customer_id") if mine else ranked.head(0)
-        io.write_parquet(union, staged / f"candidates-{part:05d}.parquet")
+        for name, got in merge_candidates({}, ranked, plan, rms).items():
+            io.write_parquet(got, staged / f"candidates-{name}-{part:05d}.parquet")
         return pd.DataFrame({"part": [part]})
 
     return rank

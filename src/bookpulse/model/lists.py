@@ -64,15 +64,24 @@ def _selected(
     return rows.loc[keep], rank[keep]
 
 
+def list_inputs(prefix: str, key: str) -> list[str]:
+    """The columns of a score table `action_list` reads."""
+    scores = ["probability", "percentile", "decile", "reason1_sentence", "reason2_sentence"]
+    scores += ["model", "model_version"]
+    context = ["customer_id", "as_of", "branch_id", "rm_id", "segment", "tier"]
+    return [*dict.fromkeys([key, *context]), *(f"{prefix}_{c}" for c in scores)]
+
+
 def list_candidates(
     lst: ActionList, scored: pd.DataFrame, prefix: str, key: str, rms: pd.DataFrame
 ) -> pd.DataFrame:
-    """The rows of `scored` that could make the list: those it would hold if `scored` were
-    the whole book. Rows of the book outside a part's candidates can only rank below them in
-    their RM's list, so `action_list` on the candidates of every part (merged as they come:
-    `list_candidates(pd.concat([so_far, part]))` stays as small as the list) is the list of
-    the whole book. How the streaming engine builds lists without holding the book."""
-    return _selected(lst, scored, prefix, key, rms)[0]
+    """The rows of `scored` that could make the list (only the columns the list reads):
+    those it would hold if `scored` were the whole book. Rows of the book outside a part's
+    candidates can only rank below them in their RM's list, so `action_list` on the
+    candidates of every part (merged as they come: `list_candidates(pd.concat([so_far,
+    part's]))` stays as small as the list) is the list of the whole book. How the streaming
+    engines build lists without holding the book."""
+    return _selected(lst, scored[list_inputs(prefix, key)], prefix, key, rms)[0]
 
 
 def action_list(
