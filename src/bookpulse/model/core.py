@@ -219,8 +219,26 @@ def _phrases(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
         formatted = [reason_phrase(spec, None if v == "" else v) for v in labels]
     else:
         labels, inverse = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True)
-        formatted = [reason_phrase(spec, None if math.isnan(v) else float(v)) for v in labels]
+        formatted = _numbers_phrased(spec, labels.tolist())
     return np.asarray(formatted, dtype=object)[inverse.ravel()]
+
+
+def _numbers_phrased(spec: FeatureSpec, values: list[float]) -> list[str]:
+    """`reason_phrase` of each number (NaN: none on record), the template read once: a
+    month's reasons format hundreds of thousands of distinct values."""
+    template = spec.reason
+    if not template or "|" in template or not values:
+        return [reason_phrase(spec, None if math.isnan(v) else v) for v in values]
+    fmt, none = template.format, reason_phrase(spec, None)
+    try:
+        if "{exp" in template:
+            return [
+                none if v != v else fmt(value=v, exp=math.expm1(min(v, 50.0)), pct=100.0 * v)
+                for v in values
+            ]
+        return [none if v != v else fmt(value=v, pct=100.0 * v) for v in values]
+    except (ValueError, KeyError, IndexError):  # one value does not fit: each on its own
+        return [reason_phrase(spec, None if math.isnan(v) else v) for v in values]
 
 
 def reason_phrase(spec: FeatureSpec, value: float | str | None) -> str:
