@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint bench lock clean ui serve
+.PHONY: install demo test test-fast lint bench bench-10m lock clean ui serve
 
 BOOKPULSE_HOME ?= data
 
@@ -44,12 +44,18 @@ FAST := tests/test_layers.py tests/specs tests/book/test_validate.py tests/book/
 test-fast: lint  ## ruff, then the fast pure tests only
 	$(BIN)/pytest -n 2 --dist loadfile -q $(FAST)
 
-bench: $(STAMP)  ## benchmarks that print figures (1,000,000-customer book)
+bench: $(STAMP)  ## benchmarks that print figures (books of 250,000 and 1,000,000 customers)
 	$(BIN)/python benchmarks/generate_book.py
 	$(BIN)/python benchmarks/build_features.py
 	$(BIN)/python benchmarks/train_models.py
-	$(BIN)/python benchmarks/score_book.py --home $(BOOKPULSE_HOME)
+	$(BIN)/python benchmarks/score_book.py --home $(BOOKPULSE_HOME) \
+		--customers 250000,1000000 --spark 'local[2]'
+	$(BIN)/python benchmarks/online_store.py
 	$(BIN)/python benchmarks/api_latency.py --home $(BOOKPULSE_HOME)
+
+bench-10m: $(STAMP)  ## bank scale: generate 10,000,000 customers x 24 months, then score them (about 25 min, 12 GB of disk)
+	$(BIN)/python benchmarks/generate_book.py --customers 10000000 --out $(BOOKPULSE_HOME)/book_10m
+	$(BIN)/python benchmarks/score_book.py --home $(BOOKPULSE_HOME) --book $(BOOKPULSE_HOME)/book_10m --no-floor
 
 lock: ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -11,6 +11,7 @@ partition steps as Spark tasks (`jobs.score_spark`).
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import time
 from collections.abc import Callable
@@ -131,6 +132,7 @@ def check_month(book: Path, as_of: str, allow_short_history: bool = False) -> No
         )
     window = [m for m in window_months(as_of, HISTORY_MONTHS) if m in months]
     problems = validate_book(book, months=window)
+    _give_back_memory()
     if problems:
         raise ScoringError(describe_problems(book, problems))
 
@@ -279,6 +281,15 @@ def score_month(
 PARQUET = {"compression": "zstd", "write_statistics": True}  # as `io.write_parquet`
 
 
+def _give_back_memory() -> None:
+    """Return what the last partition freed to the system (Arrow's pool and glibc's heap keep
+    it otherwise): the peak then follows one partition, not the partitions seen so far."""
+    pa.default_memory_pool().release_unused()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
 def linked_facts_by_part(book: Path, as_of: str, parts: list[np.ndarray]) -> pd.DataFrame:
     """What every linked customer brings to relationship features (`read_linked_facts`),
     read partition by partition; only the customers someone is linked to are kept."""
@@ -299,10 +310,10 @@ def partition_features(
 
 def rank_part(part: pd.DataFrame, dists: dict[str, np.ndarray]) -> pd.DataFrame:
     """A part of the month's customer rows with each model's percentile and decile in the
-    book (`dists`: each model's sorted probabilities over the book)."""
+    book (`dists`: each model's sorted probabilities over the book), inserted in place."""
     for prefix, book_probabilities in dists.items():
         if f"{prefix}_probability" in part:
-            part = add_book_ranks(part, prefix, book_probabilities)
+            add_book_ranks(part, prefix, book_probabilities, inplace=True)
     return part
 
 
@@ -458,6 +469,8 @@ def _score_partitions(
             writer.add("customer", online_rows(champions, "customer", customers_f, cust))
             writer.add("card", online_rows(champions, "card", cards_f, card))
             t0 = t.add("online", t0)
+        del customers_f, cards_f, static, cust, card  # before the next partition is read
+        _give_back_memory()
         done += len(own)
         if progress:
             progress("scoring", done, total)

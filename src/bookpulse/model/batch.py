@@ -113,11 +113,16 @@ def population_columns(spec: ModelSpec) -> list[str]:
 
 
 def add_ranks(
-    table: pd.DataFrame, prefix: str, below: pd.Series | None = None, n: int | None = None
+    table: pd.DataFrame,
+    prefix: str,
+    below: pd.Series | None = None,
+    n: int | None = None,
+    inplace: bool = False,
 ) -> pd.DataFrame:
-    """Insert `<prefix>_percentile` and `<prefix>_decile` after `<prefix>_probability`.
+    """Insert `<prefix>_percentile` and `<prefix>_decile` after `<prefix>_probability` (into
+    `table` itself with `inplace`, else into a copy).
 
-    Locally the ranks come from the table itself; Spark passes each row's count of strictly
+    From the table itself, or, for a part of the book, from each row's count of strictly
     lower probabilities in the book (`below`) and the book's count (`n`)."""
     p = table[f"{prefix}_probability"]
     scored = p.notna()
@@ -128,19 +133,21 @@ def add_ranks(
         got = percentile_and_decile(below.loc[scored].to_numpy(float), int(n or 0), p.index[scored])
     ranks.loc[scored, "percentile"] = got["percentile"]
     ranks.loc[scored, "decile"] = got["decile"]
-    out = table.copy()
+    out = table if inplace else table.copy()
     at = out.columns.get_loc(f"{prefix}_probability") + 1
     out.insert(at, f"{prefix}_percentile", ranks["percentile"].astype("float64"))
     out.insert(at + 1, f"{prefix}_decile", ranks["decile"].astype("Int8"))
     return out
 
 
-def add_book_ranks(table: pd.DataFrame, prefix: str, book: np.ndarray) -> pd.DataFrame:
+def add_book_ranks(
+    table: pd.DataFrame, prefix: str, book: np.ndarray, inplace: bool = False
+) -> pd.DataFrame:
     """`add_ranks` for a part of the book, against `book`: the sorted probabilities of every
     row of the book the model scored. Equal to ranking the whole book at once."""
     p = table[f"{prefix}_probability"].to_numpy(np.float64)
     below = pd.Series(np.searchsorted(book, p, side="left"), index=table.index)
-    return add_ranks(table, prefix, below, len(book))
+    return add_ranks(table, prefix, below, len(book), inplace)
 
 
 def planned_lists(
