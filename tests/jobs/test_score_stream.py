@@ -15,7 +15,7 @@ from bookpulse.book import io
 from bookpulse.features import build_features, read_frames
 from bookpulse.features.history import read_linked_facts
 from bookpulse.jobs import score as score_job
-from bookpulse.jobs.score import customer_partitions
+from bookpulse.jobs.score import customer_partitions, partition_features
 from bookpulse.model.batch import add_ranks, build_lists, score_rows
 
 
@@ -49,10 +49,26 @@ def _as_written(df: pd.DataFrame, tmp: Path) -> pd.DataFrame:
 
 @pytest.mark.parametrize("size", [10_000, 997, 331])
 def test_partitions_publish_what_the_whole_book_gives(
-    trainable_book, champions, catalogs, playbook, score_month, reference, tmp_path, size
+    trainable_book,
+    champions,
+    catalogs,
+    playbook,
+    score_month,
+    reference,
+    tmp_path,
+    size,
+    monkeypatch,
 ):
     ids = io.read_static(trainable_book, "customers", ["customer_id"])["customer_id"]
     out = tmp_path / "month"
+    held = []  # memory by construction: no step holds more customers than a partition
+
+    def features(book, as_of, own, linked):
+        got = partition_features(book, as_of, own, linked)
+        held.append((len(own), len(got[0]), got[1]["customer_id"].isin(own).all()))
+        return got
+
+    monkeypatch.setattr(score_job, "partition_features", features)
     manifest = score_job.score_month(
         trainable_book,
         score_month,
@@ -63,6 +79,9 @@ def test_partitions_publish_what_the_whole_book_gives(
         partition_customers=size,
     )
     assert manifest.engine == f"local (partitions of {size:,} customers)"
+    assert len(held) == -(-len(ids) // size)
+    assert all(own <= size and rows <= own and cards_own for own, rows, cards_own in held)
+    assert sum(rows for _, rows, _ in held) == len(reference[0])
     assert len(customer_partitions(ids.to_numpy(), size)) == -(-len(ids) // size)
     cust, card, lists = reference
     for name, df in (("customers", cust), ("cards", card)):

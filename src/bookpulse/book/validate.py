@@ -497,25 +497,6 @@ def _book_months(meta: dict, findings: _Findings) -> list[str] | None:
     return months
 
 
-def _read(
-    findings: _Findings,
-    table: str,
-    path: Path,
-    read: Callable[[], pd.DataFrame],
-    month: str | None = None,
-) -> pd.DataFrame | None:
-    try:
-        return read()
-    except Exception as exc:  # a corrupt or foreign file: report it, never a traceback
-        findings.add(
-            table,
-            None,
-            f"file cannot be read (corrupt or not Parquet): {path}: {_describe(exc)}",
-            month=month,
-        )
-        return None
-
-
 def _partitions(book: Path, table: str, months: list[str], findings: _Findings) -> list[str]:
     """Check the partitions of a monthly table; return the book's months that have one."""
     present = [m for m in months if io.monthly_path(book, table, m).is_file()]
