@@ -464,3 +464,10 @@ def test_a_month_stored_as_json_by_an_earlier_version_still_reads(store) -> None
     store.put_month(_snapshot("2026-09", [11]))
     assert store.as_of() == "2026-09" and store.get("customer", [7]) == {}
     assert _leftovers(store) == []
+
+
+def test_an_id_no_book_can_hold_is_not_found(tmp_path):
+    store = SqliteStore(tmp_path / "f.sqlite")
+    store.put_month(_snapshot("2026-10", [1, 2, 3]))
+    got = store.get("customer", [2**63, 1, -(2**70)])
+    assert list(got) == [1]

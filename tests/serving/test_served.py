@@ -40,7 +40,14 @@ def test_no_request_makes_the_server_fail(server) -> None:
 
 def _fuzz(op, key: str) -> None:
     @given(case=op.as_strategy())
-    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    # the same examples every run (a fuzz test must not pass or fail by the draw); ids past
+    # 64 bits, which once gave a 500, are checked on their own in tests/adapters/test_store.py
+    @settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case) -> None:
         case.call_and_validate(headers={"X-API-Key": key}, checks=[not_a_server_error])
 

@@ -98,6 +98,12 @@ class OnlineStore(Protocol):
     def check(self) -> None: ...
 
 
+def _storable(ids: list[int]) -> list[int]:
+    """The ids a store can hold (signed 64-bit, as the books' ids are): any other is simply
+    not found (SQLite would overflow on it)."""
+    return [i for i in ids if -(2**63) <= i < 2**63]
+
+
 def _text(v) -> str:
     """One value as JSON: NaN and missing as null, numbers as numbers, a date as YYYY-MM-DD,
     anything else as text (the JSON documents' rule, kept for category levels and columns of
@@ -633,6 +639,7 @@ class SqliteStore:
 
     def get(self, entity: str, ids: list[int]) -> dict[int, dict]:
         conn = self._connection()
+        ids = _storable(ids)
         if conn is None or entity not in ENTITIES or not ids:
             return {}
         marks = ",".join("?" * len(ids))
