@@ -215,7 +215,7 @@ def table_result(r) -> None:
 def scored(result) -> None:
     manifest = result.manifest
     rows, secs = manifest.rows_out, manifest.timings_seconds
-    table = Table(title=f"Scored {manifest.as_of} ({manifest.engine} engine)")
+    table = Table(title=f"Scored {manifest.as_of} ({manifest.engine})")
     for col in ("output", "rows"):
         table.add_column(col, justify="left" if col == "output" else "right")
     for name, n in rows.items():

@@ -78,7 +78,7 @@ def test_partitions_publish_what_the_whole_book_gives(
         out,
         partition_customers=size,
     )
-    assert manifest.engine == f"local (partitions of {size:,} customers)"
+    assert manifest.engine == f"local, partitions of {size:,} customers"
     assert len(held) == -(-len(ids) // size)
     assert all(own <= size and rows <= own and cards_own for own, rows, cards_own in held)
     assert sum(rows for _, rows, _ in held) == len(reference[0])

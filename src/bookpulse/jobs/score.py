@@ -255,7 +255,7 @@ def score_month(
                 tmp,
                 as_of,
                 book,
-                f"local (partitions of {partition_customers:,} customers)",
+                f"local, partitions of {partition_customers:,} customers",
                 champions,
                 {
                     "customers_in_book": int(len(ids)),

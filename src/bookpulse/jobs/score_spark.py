@@ -191,7 +191,7 @@ def score_month_spark(
                 tmp,
                 as_of,
                 book,
-                f"spark ({master}, {n} partitions)",
+                f"spark ({master}), {n} partitions",
                 champions,
                 {
                     "customers_in_book": int(len(ids)),
