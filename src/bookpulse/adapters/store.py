@@ -28,6 +28,7 @@ batch did. A month stored as JSON by an earlier version still reads.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import functools
@@ -437,7 +438,7 @@ def _key(entity: str) -> str:
     return KEYS[entity]
 
 
-class _Month:
+class _Month(abc.ABC):
     """What both stores' month writers share: each entity's one layout, checked at every
     batch. A backend adds `_put` (a batch, written privately), `_publish` (make the month
     live) and `close` (called when the `with` block ends: a month not committed is removed)."""
@@ -485,11 +486,13 @@ class _Month:
         elif _canonical(first) != _canonical(layout):
             raise BookpulseError(_differs(entity, first, layout))
 
+    @abc.abstractmethod
     def _put(self, entity: str, batch: list[tuple[int, bytes]]) -> None:
-        raise NotImplementedError
+        """Write a batch of documents privately."""
 
+    @abc.abstractmethod
     def _publish(self, dists: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        """Make the month live, whole."""
 
 
 def _put_month(store: OnlineStore, snapshot: Snapshot) -> None:
