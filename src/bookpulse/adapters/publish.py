@@ -1,5 +1,6 @@
-"""Publishing a scored month: its files written beside the target and swapped into place
-whole, with a typed manifest (counts, model versions, checksums, timings) auditors can read.
+"""Publishing a scored month: the engines write its files into the temporary folder
+`io.publishing` swaps into place whole, ending with `write_month` (tables, lists and a typed
+manifest: counts, model versions, checksums, timings, for auditors).
 
     $BOOKPULSE_HOME/scores/2026-10/
         customers.parquet        one row per active customer: <prefix>_* of each customer model
@@ -139,13 +140,6 @@ def file_entries(folder: Path) -> dict[str, dict]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "manifest.json" and not p.name.startswith((".", "_"))
     }
-
-
-def publish_month(out: Path, *args, **kwargs) -> Manifest:
-    """Write everything into a temporary folder beside `out` (`write_month`), then swap it
-    into place."""
-    with io.publishing(out, replace=True) as tmp:
-        return write_month(tmp, *args, **kwargs)
 
 
 def write_month(
