@@ -25,6 +25,11 @@ ONBOARD_CHANNELS: tuple[str, ...] = (
     "club",
 )
 RELATIONSHIP_KINDS: tuple[str, ...] = ("family", "friend", "business")
+# Past actions on the lists (the `contacts` table): what was done, how, and whether the
+# customer was in the worked part of the list or in its randomised hold-out
+CONTACT_ACTIONS: tuple[str, ...] = ("call", "offer", "follow_up")
+CONTACT_CHANNELS: tuple[str, ...] = ("rm_call", "branch", "phone", "message")
+ASSIGNMENTS: tuple[str, ...] = ("treated", "control")
 REGIONS: tuple[str, ...] = ("north", "northeast", "east", "south", "central", "west")
 AREA_TYPES: tuple[str, ...] = ("urban", "county", "rural")
 

@@ -435,3 +435,57 @@ def test_slices_find_what_one_read_finds(small_book: Path, tmp_path: Path, monke
     assert any("duplicate" in r and "(2 rows)" in r for t, _, r in whole if t == "customers")
     assert found(97) == whole
     assert found(400) == whole
+
+
+def _contacts(book: Path, month: str, n: int = 6) -> pd.DataFrame:
+    """A worked list's contacts in `month`: the first n customers, the last of them held out."""
+    customers = pd.read_parquet(book / "customers.parquet").head(n)
+    month_end = pd.Timestamp(month) + pd.offsets.MonthEnd(0)
+    treated = np.arange(n) < n - 1
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy("int64"),
+            "card_id": pd.array([None] * n, dtype="Int64"),
+            "list_month": (month_end - pd.offsets.MonthEnd(1)).as_unit("us"),
+            "list": "retention",
+            "action": "call",
+            "channel": "rm_call",
+            "assignment": np.where(treated, "treated", "control"),
+            "reached": treated & (np.arange(n) % 2 == 0),
+            "rm_id": customers["rm_id"].to_numpy("int32"),
+        }
+    )
+
+
+def test_contacts_are_optional_and_checked_when_present(small_book: Path, tmp_path: Path):
+    """A book may hold the actions taken on its lists (`contacts`, any month): they are
+    checked like every table, and contacts dated after the book's end are named."""
+    book = tmp_path / "book"
+    shutil.copytree(small_book, book)
+    months = json.loads((book / "book.json").read_text())["months"]
+    assert validate_book(book) == []  # no contacts at all: a valid book
+    write_parquet(_contacts(book, months[-1]), monthly_path(book, "contacts", months[-1]))
+    assert validate_book(book) == []  # one month of contacts, the others without
+
+    bad = _contacts(book, months[-2])
+    cards = pd.read_parquet(book / "cards.parquet")["card_id"]
+    bad.loc[0, "customer_id"] = 10**12  # nobody
+    bad.loc[1, "card_id"] = int(cards.max()) + 1  # no such card
+    bad.loc[2, "card_id"] = int(cards.iloc[0])  # a real card: fine
+    bad.loc[3, "list_month"] = pd.Timestamp(months[-1]) + pd.offsets.MonthEnd(0)
+    bad.loc[5, "reached"] = True  # the held-out customer, reached
+    write_parquet(bad, monthly_path(book, "contacts", months[-2]))
+    later = (pd.Period(months[-1], "M") + 1).strftime("%Y-%m")
+    write_parquet(_contacts(book, later), monthly_path(book, "contacts", later))
+
+    found = {(p.table, p.column): p.reason for p in validate_book(book)}
+    assert "unknown customer" in found[("contacts", "customer_id")]
+    assert "(1 row)" in found[("contacts", "customer_id")]
+    assert (
+        "unknown card" in found[("contacts", "card_id")]
+        and "(1 row)" in found[("contacts", "card_id")]
+    )
+    assert "before the month of the contact" in found[("contacts", "list_month")]
+    assert "control" in found[("contacts", "reached")]
+    assert "outside the book's months" in found[("contacts", None)]
+    assert {t for t, _ in found} == {"contacts"}

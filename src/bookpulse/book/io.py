@@ -37,6 +37,9 @@ Where = tuple[str, object] | None  # (column, ids): read only those rows
 
 STATIC_TABLES = ("customers", "branches", "rms", "relationships", "cards")
 MONTHLY_TABLES = ("snapshots", "card_spend")
+# Monthly tables a book may lack, and months it may lack them in (campaigns are not monthly
+# for every bank): `contacts/month=YYYY-MM/`, the actions taken on the lists in that month
+OPTIONAL_MONTHLY_TABLES = ("contacts",)
 TRUTH_DIR = "truth"
 META_FILE = "book.json"
 

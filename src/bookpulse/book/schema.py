@@ -20,9 +20,12 @@ from pandas.api.types import is_string_dtype
 
 from bookpulse.domain import (
     AREA_TYPES,
+    ASSIGNMENTS,
     AUM_PARTS,
     CARD_CHANNELS,
     CARD_PRODUCTS,
+    CONTACT_ACTIONS,
+    CONTACT_CHANNELS,
     LOAN_PARTS,
     ONBOARD_CHANNELS,
     PRODUCT_FLAGS,
@@ -68,6 +71,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "cards": ("card_id",),
     "snapshots": ("customer_id", "month"),
     "card_spend": ("card_id", "month"),
+    "contacts": ("customer_id", "card_id", "list", "month"),
 }
 
 # --- building blocks ------------------------------------------------------------------------
@@ -277,6 +281,46 @@ CARD_SPEND = pa.DataFrameSchema(
     name="card_spend",
 )
 
+
+def _control_not_reached(df: pd.DataFrame) -> pd.Series:
+    return ~((df["assignment"].astype(str) == "control") & df["reached"].astype(bool))
+
+
+def _list_before_contact(df: pd.DataFrame) -> pd.Series:
+    return df["list_month"] < df["month"]
+
+
+CONTACTS = pa.DataFrameSchema(
+    {
+        "customer_id": pa.Column("int64", positive()),
+        "card_id": pa.Column("Int64", nullable=True),  # the card a card list worked
+        "month": pa.Column(DATE),  # the month the contact was made (its partition)
+        "list_month": pa.Column(DATE),  # the scored month whose list held the customer
+        "list": text(),
+        "action": text(one_of(CONTACT_ACTIONS)),
+        "channel": text(one_of(CONTACT_CHANNELS)),
+        "assignment": text(one_of(ASSIGNMENTS)),
+        "reached": pa.Column("bool"),
+        "rm_id": pa.Column("int32"),
+    },
+    checks=[
+        row_rule(
+            "reached",
+            "a held-out (control) customer cannot have been reached",
+            _control_not_reached,
+            shows=("assignment", "reached"),
+        ),
+        row_rule(
+            "list_month",
+            "list_month must be before the month of the contact",
+            _list_before_contact,
+            shows=("list_month",),
+        ),
+    ],
+    unique=["customer_id", "card_id", "list", "month"],
+    name="contacts",
+)
+
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "branches": BRANCHES,
     "rms": RMS,
@@ -285,4 +329,5 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "cards": CARDS,
     "snapshots": SNAPSHOTS,
     "card_spend": CARD_SPEND,
+    "contacts": CONTACTS,
 }

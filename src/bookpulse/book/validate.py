@@ -11,6 +11,8 @@ What is checked:
 - every static table exists, can be read and passes its schema (`bookpulse.book.schema`);
 - every month in book.json has a snapshots and a card_spend partition, and no partition lies
   outside those months; each partition can be read and passes its schema;
+- `contacts` (the actions taken on the lists), optional and in any months: each partition
+  present passes its schema, and none lies outside the book's months;
 - across tables: ids that point at nothing (unknown branch, RM, customer or card), dates after
   the book's last month-end, cards issued before their customer was onboarded, snapshots
   before the customer's onboarding month, card spend before the card's issue month.
@@ -423,6 +425,15 @@ def _cross_check(c: _Checked, ref: _Reference) -> None:
                 bad,
                 extra={"onboard_date": onboard},
             )
+    elif c.table == "contacts":
+        c.unknown("customer_id", ref.customer_ids, "customer", "customers")
+        c.unknown("rm_id", ref.rm_ids, "RM", "rms")
+        if ref.card_ids is not None and c.ok("card_id"):
+            cards = c.df["card_id"]
+            bad = cards.notna().to_numpy() & (
+                ref.card_ids.get_indexer(cards.fillna(-1).to_numpy("int64")) < 0
+            )
+            c.flag("card_id", "unknown card: card_id not in cards", bad)
     elif c.table == "card_spend":
         c.unknown("card_id", ref.card_ids, "card", "cards")
         if ref.issue_date is not None and c.ok("card_id") and c.month is not None:
@@ -497,11 +508,14 @@ def _book_months(meta: dict, findings: _Findings) -> list[str] | None:
     return months
 
 
-def _partitions(book: Path, table: str, months: list[str], findings: _Findings) -> list[str]:
-    """Check the partitions of a monthly table; return the book's months that have one."""
+def _partitions(
+    book: Path, table: str, months: list[str], findings: _Findings, optional: bool = False
+) -> list[str]:
+    """Check the partitions of a monthly table (an `optional` one may lack any month);
+    return the book's months that have one."""
     present = [m for m in months if io.monthly_path(book, table, m).is_file()]
     missing = [m for m in months if m not in set(present)]
-    if missing:
+    if missing and not optional:
         findings.add(
             table,
             None,
@@ -569,6 +583,11 @@ def _validate(
             if month in present:
                 _check_file(findings, ref, table, io.monthly_path(book, table, month), month)
             step(f"{table} {month}")
+    for table in io.OPTIONAL_MONTHLY_TABLES:
+        present = set(_partitions(book, table, months, findings, optional=True))
+        for month in checked:
+            if month in present:
+                _check_file(findings, ref, table, io.monthly_path(book, table, month), month)
 
 
 def _check_file(
