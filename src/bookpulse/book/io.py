@@ -62,11 +62,14 @@ def months_between(first: str, last: str) -> list[str]:
     return [str(p) for p in pd.period_range(first, last, freq="M")]
 
 
+PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}  # every file written
+
+
 def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> None:
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd", write_statistics=True)
+    pq.write_table(table, path, **PARQUET_OPTIONS)
 
 
 def monthly_path(book: Path, table: str, month: str) -> Path:

@@ -239,11 +239,8 @@ def score_month(
             )
             del linked
             t0 = time.perf_counter()
-            dists = staged.distributions()
-            card = staged.cards()
-            for prefix in prefixes["card"]:
-                dists[prefix] = np.sort(card[f"{prefix}_probability"].dropna().to_numpy(float))
-                card = add_ranks(card, prefix)
+            card, card_dists = month_cards(staged.card_parts, prefixes["card"])
+            dists = staged.distributions() | card_dists
             columns = {"customer": staged.ranked_columns(dists), "card": list(card)}
             plan = planned_lists(playbook, specs, columns)
             candidates = staged.write_ranked(tmp / "customers.parquet", dists, plan, rms)
@@ -278,9 +275,6 @@ def score_month(
     return manifest
 
 
-PARQUET = {"compression": "zstd", "write_statistics": True}  # as `io.write_parquet`
-
-
 def _give_back_memory() -> None:
     """Return what the last partition freed to the system (Arrow's pool and glibc's heap keep
     it otherwise): the peak then follows one partition, not the partitions seen so far."""
@@ -306,6 +300,22 @@ def partition_features(
     frames = read_frames(book, as_of, customer_ids=own, linked=linked)
     customers_f, cards_f = build_features(frames, as_of)
     return customers_f, cards_f, frames.customers[["customer_id", "branch_id", "rm_id"]]
+
+
+def month_cards(
+    parts: list[pd.DataFrame], prefixes: list[str]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The month's card rows from the partitions' (a month's new cards: few), in card order
+    as the whole book's feature frame has them, ranked; and each card model's sorted
+    probabilities."""
+    rows = [p for p in parts if len(p)] or parts[:1]  # an empty part keeps the columns
+    card = pd.concat(rows, ignore_index=True).sort_values("card_id", kind="stable")
+    card = card.reset_index(drop=True)
+    dists = {}
+    for prefix in prefixes:
+        dists[prefix] = np.sort(card[f"{prefix}_probability"].dropna().to_numpy(np.float64))
+        card = add_ranks(card, prefix)
+    return card, dists
 
 
 def rank_part(part: pd.DataFrame, dists: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -381,19 +391,13 @@ class _Staged:
         io.write_parquet(cust, path)
         self.paths.append(path)
         self.columns = list(cust.columns)
-        if len(card) or not self.card_parts:  # an empty part only to keep the columns
-            self.card_parts = [c for c in self.card_parts if len(c)] + [card]
+        self.card_parts.append(card)
         self.rows["customer"] += len(cust)
         self.rows["card"] += len(card)
 
     def distributions(self) -> dict[str, np.ndarray]:
         """Each customer model's probabilities over the book, sorted."""
         return {p: np.sort(np.concatenate(a)) for p, a in self.probabilities.items()}
-
-    def cards(self) -> pd.DataFrame:
-        """The month's card rows, in card order (as the whole book's feature frame has them)."""
-        card = pd.concat(self.card_parts, ignore_index=True) if self.card_parts else None
-        return card.sort_values("card_id", kind="stable").reset_index(drop=True)
 
     def parts(self):
         """The staged customer rows, a partition at a time, in id order."""
@@ -436,7 +440,7 @@ def write_parts(path: Path, parts) -> None:
     try:
         for part in parts:
             table = pa.Table.from_pandas(part, preserve_index=False)
-            writer = writer or pq.ParquetWriter(path, table.schema, **PARQUET)
+            writer = writer or pq.ParquetWriter(path, table.schema, **io.PARQUET_OPTIONS)
             writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:

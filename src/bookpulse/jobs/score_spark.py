@@ -41,13 +41,14 @@ from bookpulse.jobs.score import (
     check_month,
     customer_partitions,
     merge_candidates,
+    month_cards,
     month_lists,
     partition_features,
     rank_part,
     short_history,
     write_parts,
 )
-from bookpulse.model.batch import add_ranks, online_rows, planned_lists, score_rows
+from bookpulse.model.batch import online_rows, planned_lists, score_rows
 from bookpulse.model.core import Champion
 from bookpulse.model.fit import ScoringModel
 from bookpulse.specs import FeatureSpec, Playbook
@@ -153,15 +154,9 @@ def score_month_spark(
             counts = _run_tasks(spark, bounds, task, "part int, customers bigint, cards bigint")
             linked.unpersist()
             t0 = t.lap("scoring", t0)
-            dists = {p: _sorted_probabilities(staged, n, p) for p in prefixes["customer"]}
-            card = pd.concat(
-                [pd.read_parquet(staged / f"cards-{p:05d}.parquet") for p in range(n)],
-                ignore_index=True,
-            )
-            card = card.sort_values("card_id", kind="stable").reset_index(drop=True)
-            for prefix in prefixes["card"]:
-                dists[prefix] = np.sort(card[f"{prefix}_probability"].dropna().to_numpy(float))
-                card = add_ranks(card, prefix)
+            cards = [pd.read_parquet(staged / f"cards-{p:05d}.parquet") for p in range(n)]
+            card, dists = month_cards(cards, prefixes["card"])
+            dists |= {p: _sorted_probabilities(staged, n, p) for p in prefixes["customer"]}
             first = pd.read_parquet(staged / "customers-00000.parquet").head(0)
             columns = {"customer": list(rank_part(first, dists)), "card": list(card)}
             plan = planned_lists(playbook, specs, columns)
