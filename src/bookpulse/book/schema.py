@@ -293,7 +293,8 @@ def _list_before_contact(df: pd.DataFrame) -> pd.Series:
 CONTACTS = pa.DataFrameSchema(
     {
         "customer_id": pa.Column("int64", positive()),
-        "card_id": pa.Column("Int64", nullable=True),  # the card a card list worked
+        # the card a card list worked (a file's integer column with gaps reads as floats)
+        "card_id": pa.Column("Int64", nullable=True, coerce=True),
         "month": pa.Column(DATE),  # the month the contact was made (its partition)
         "list_month": pa.Column(DATE),  # the scored month whose list held the customer
         "list": text(),

@@ -96,6 +96,7 @@ from bookpulse.domain import (
     TOP_TIER,
     tier_index,
 )
+from bookpulse.synthetic import campaigns as cmp
 from bookpulse.synthetic.parts import ROW_GROUP_ROWS, PartFiles
 
 GENERATOR = "bookpulse.synthetic.simulate"
@@ -277,7 +278,10 @@ class BookSpec:
     `block_size`: the most customers simulated at once (module docstring). A book of more
     customers is cut into the fewest blocks of at most that many, of near-equal size; the
     blocks shape the book, so the same spec (block size included) gives the same files. A book
-    of one block does not depend on it (and book.json does not record it)."""
+    of one block does not depend on it (and book.json does not record it).
+
+    `campaigns`: the bank works its lists each month with randomised hold-outs and records the
+    contacts (`synthetic.campaigns`); False gives a book without a contacts table."""
 
     customers: int = 20_000
     months: int = 24
@@ -285,6 +289,7 @@ class BookSpec:
     end_month: str = "2026-10"
     shocks: tuple[Shock, ...] = ()
     block_size: int = BLOCK_SIZE
+    campaigns: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shocks", tuple(self.shocks))
@@ -404,15 +409,17 @@ class _Book:
         )
         nr = self.rm_branch.size
         hired = _days("2005-01-01") + rng.integers(0, 20 * 365, size=nr)
+        capacity = rng.integers(40, 81, size=nr).astype(np.int16)
         self.rms = pa.table(
             {
                 "rm_id": pa.array(np.arange(1, nr + 1, dtype=np.int32)),
                 "branch_id": pa.array((self.rm_branch + 1).astype(np.int32)),
                 "rm_name": pa.array([f"RM {i + 1:05d}" for i in range(nr)]),
-                "capacity": pa.array(rng.integers(40, 81, size=nr).astype(np.int16)),
+                "capacity": pa.array(capacity),
                 "hired_date": _date_array(hired),
             }
         )
+        self.rm_capacity = capacity.astype(float)
 
     def record(self, sim: _Simulation) -> None:
         """Keep what later blocks' links read of the finished block `sim`."""
@@ -756,6 +763,34 @@ class _Simulation:
         self.first_card_idx = np.full(n, 10**6)  # month index of the first card's issue
         self.contacts = np.zeros(n, dtype=np.int64)  # RM contacts in the last snapshot's month
         self.contacts_month = -1  # and which month that was
+        self._init_campaigns()
+
+    def _init_campaigns(self) -> None:
+        """The campaign state (`synthetic.campaigns`), drawn from the contacts' own stream."""
+        self.campaigns = self.spec.campaigns
+        if not self.campaigns:
+            return
+        n = self.n
+        stream = [self.spec.seed, cmp.CONTACT_STREAM]
+        self.crng = np.random.default_rng(stream if self.single else [*stream, self.block])
+        self.averse = cmp.call_averse(
+            self.crng, self.age, self.flags["has_mobile_banking"], self.visit_base
+        )
+        self.receptive = self.crng.normal(0.0, cmp.RECEPTIVENESS_SD, size=n)
+        # the response in force: up to which month, and how strong
+        self.call_until = np.full(n, -1)
+        self.call_m = np.ones(n)
+        self.offer_until = np.full(n, -1)
+        self.offer_shift = np.zeros(n)
+        # each RM's capacity for this block's customers: a branch may span two blocks
+        book = self.book
+        if self.single:
+            share = np.ones(book.branch_area.size)
+        else:
+            total = np.diff(book.branch_ends, prepend=0)
+            here = np.bincount(self.branch, minlength=total.size)
+            share = here / np.maximum(total, 1)
+        self.rm_capacity = book.rm_capacity * share[book.rm_branch]
 
     # --- mechanics -----------------------------------------------------------------------
     def _log_aum(self, t: int) -> np.ndarray:
@@ -871,6 +906,29 @@ class _Simulation:
             "leave": expit(logit(d["leave"]) + 0.5 * dz),
         }
 
+    def _in_force(self, month: int, rows: np.ndarray | slice = slice(None)):
+        """(call multiplier, offer shift) of customers `rows` in month `month`: the response
+        of the campaign contacts in force then (1 and 0 for the others)."""
+        m = np.where(self.call_until[rows] >= month, self.call_m[rows], 1.0)
+        shift = np.where(self.offer_until[rows] >= month, self.offer_shift[rows], 0.0)
+        return m, shift
+
+    @staticmethod
+    def _responding(d: dict[str, np.ndarray], m, shift) -> dict[str, np.ndarray]:
+        """The transition odds `d` of customers responding to campaign contacts: churn hazards
+        times `m` (recovery from cooling divided by it), consolidation logit plus `shift`
+        (`synthetic.campaigns`)."""
+        cool, sudden = d["cool"] * m, d["sudden"] * m
+        scale = np.minimum(1.0, 0.98 / (cool + sudden))  # keep P(engaged -> engaged) >= 2%
+        return {
+            **d,
+            "cool": cool * scale,
+            "sudden": sudden * scale,
+            "leave": np.minimum(d["leave"] * m, 0.95),
+            "recover": np.minimum(RECOVER_COOLING / m, cmp.RECOVER_MAX),
+            "consolidate": expit(logit(d["consolidate"]) + shift),
+        }
+
     def _drain_ahead(self, t: int, tier: np.ndarray) -> np.ndarray:
         """Log AUM the rate cuts known at month-end t move out over months t+1 .. t+3."""
         total = np.zeros(tier.size)
@@ -885,13 +943,14 @@ class _Simulation:
         """Non-zero transition odds (from, to) over engaged 0, cooling 1, leaving 2, attrited 3.
 
         Each entry is one probability per customer (or a scalar shared by all)."""
-        leave = d["leave"] * (1 - RECOVER_COOLING)
+        recover = d.get("recover", RECOVER_COOLING)
+        leave = d["leave"] * (1 - recover)
         return {
             (0, 0): 1 - d["cool"] - d["sudden"],
             (0, 1): d["cool"],
             (0, 3): d["sudden"],
-            (1, 0): RECOVER_COOLING,
-            (1, 1): 1 - RECOVER_COOLING - leave,
+            (1, 0): recover,
+            (1, 1): 1 - recover - leave,
             (1, 2): leave,
             (2, 1): RECOVER_LEAVING,
             (2, 2): 1 - RECOVER_LEAVING - EXIT_LEAVING,
@@ -899,31 +958,82 @@ class _Simulation:
         }
 
     def _truth(self, t: int, d: dict[str, np.ndarray], active: np.ndarray) -> pd.DataFrame:
-        """P(churn within 3 months) and P(tier up at T+3) given the true state at month-end t."""
+        """P(churn within 3 months), P(tier up at T+3) and P(wealth take-up) given the true
+        state at month-end t and the campaign responses in force; with campaigns, the change of
+        the first two if a call or an offer reached the customer next month, and the chance to
+        reach them (`synthetic.campaigns`)."""
         idx = np.flatnonzero(active)
-        d = self._shocked(d, t)
-        tm = self._transition({k: v[idx] for k, v in d.items()})
+        di = {k: v[idx] for k, v in self._shocked(d, t).items()}
+        if self.campaigns:  # the transition odds of months t+1 .. t+3, responses in force
+            steps = [self._in_force(t + j, idx) for j in (1, 2, 3)]
+            base = [self._responding(di, m, shift) for m, shift in steps]
+        else:
+            base = [di] * 3
+        tms = [self._transition(x) for x in base]
         e = self.engagement[idx]
-        # Probability mass over (state, months leaving, months engaged) along the chain's
-        # paths; mass that reaches attrition is collected in p_churn.
-        dist = {(s, 0, 0): (e == s).astype(float) for s in range(3)}
-        p_churn = np.zeros(idx.size)
-        for _ in range(3):
-            new: dict[tuple[int, int, int], np.ndarray] = {}
-            for (s, k, n0), mass in dist.items():
+        p_churn, stay = self._chain(tms, [x["consolidate"] for x in base], e)
+        p_up = self._upgrade(t, d["tier"], idx, di["jump"], stay)
+        out = {
+            "customer_id": self.customer_id[idx],
+            "p_churn_3m": p_churn.astype(np.float32),
+            "p_upgrade_3m": p_up.astype(np.float32),
+            "p_wealth_3m": self._wealth_truth(t, d, idx, tms).astype(np.float32),
+        }
+        if self.campaigns:
+            tier, gap = di["tier"], self.ext[idx] - self.x[idx]
+            averse, receptive = self.averse[idx], self.receptive[idx]
+            call_m = np.exp(cmp.call_effect(tier, gap, averse, receptive))
+            called = [self._transition(self._responding(di, call_m, s)) for _, s in steps]
+            p_called, _ = self._chain(called, [x["consolidate"] for x in base], e)
+            shift = cmp.offer_effect(tier, gap, averse, receptive)
+            offered = expit(logit(di["consolidate"]) + shift)
+            _, stay_offered = self._chain(tms, [offered] * 3, e)
+            p_offered = self._upgrade(t, d["tier"], idx, di["jump"], stay_offered)
+            out["effect_call_3m"] = (p_called - p_churn).astype(np.float32)
+            out["reach_call"] = cmp.reach_probability(
+                np.where(tier >= 2, cmp.RM_CALL, cmp.PHONE), e
+            ).astype(np.float32)
+            out["effect_offer_3m"] = (p_offered - p_up).astype(np.float32)
+            out["reach_offer"] = cmp.reach_probability(
+                np.where(tier >= 2, cmp.RM_CALL, cmp.BRANCH), e
+            ).astype(np.float32)
+        return pd.DataFrame(out)
+
+    @staticmethod
+    def _chain(tms: list[dict], consolidate: list[np.ndarray], e: np.ndarray):
+        """Run the engagement chain from states `e` through the monthly transition odds `tms`.
+
+        Returns P(attrition within the months) and the probability mass of the paths that stay,
+        by (months leaving, months cooling, consolidated yet): a customer engaged after a
+        month's transition consolidates that month with odds `consolidate[month]` (once at most
+        counts)."""
+        dist = {(s, 0, 0, 0): (e == s).astype(float) for s in range(3)}
+        p_churn = np.zeros(e.size)
+        for tm, pj in zip(tms, consolidate, strict=True):
+            new: dict[tuple[int, int, int, int], np.ndarray] = {}
+            for (s, k, n1, c), mass in dist.items():
                 for (a, b), p in tm.items():
                     if a != s:
                         continue
                     if b == 3:
                         p_churn += mass * p
                         continue
-                    key = (b, k + (b == 2), n0 + (b == 0))
-                    new[key] = new[key] + mass * p if key in new else mass * p
+                    key = (b, k + (b == 2), n1 + (b == 1))
+                    flow = mass * p
+                    if b == 0 and not c:
+                        _add(new, (*key, 1), flow * pj)
+                        flow = flow * (1 - pj)
+                    _add(new, (*key, c), flow)
             dist = new
-        stay: dict[tuple[int, int], np.ndarray] = {}
-        for (_, k, n0), mass in dist.items():
-            stay[(k, n0)] = stay[(k, n0)] + mass if (k, n0) in stay else mass
-        tier = d["tier"][idx]
+        stay: dict[tuple[int, int, int], np.ndarray] = {}
+        for (_, k, n1, c), mass in dist.items():
+            _add(stay, (k, n1, c), mass)
+        return p_churn, stay
+
+    def _upgrade(self, t: int, tier_all, idx, jump, stay) -> np.ndarray:
+        """P(tier up at t+3) of customers `idx` from the paths `stay` of `_chain`: the normal
+        probability that log AUM crosses the next tier's bound (NaN in the top tier)."""
+        tier = tier_all[idx]
         below_top = tier < TOP_TIER
         bound = np.log1p(TIER_LOWER_BOUNDS[np.minimum(tier, TOP_TIER - 1)])
         cal3 = (self.cal[t] + 3) % 12
@@ -931,42 +1041,32 @@ class _Simulation:
             self.mu[idx] + RHO**3 * self.u[idx] + SEASON[self.seg[idx], cal3] - 3 * SPENDING - bound
         )
         if self.shocks:
-            mean = mean - self._drain_ahead(t, d["tier"])[idx]
+            mean = mean - self._drain_ahead(t, tier_all)[idx]
         var = self.sigma[idx] ** 2 * (1 + RHO**2 + RHO**4)
         sd, sd_w = np.sqrt(var), np.sqrt(var + WINDFALL_SD**2)
         p_wind = 1 - (1 - WINDFALL_RATE) ** 3
-        jump, pj = d["jump"][idx], d["consolidate"][idx]
 
         def cross(shift: np.ndarray | float) -> np.ndarray:
             return (1 - p_wind) * ndtr((mean + shift) / sd) + p_wind * ndtr(
                 (mean + shift + WINDFALL_MEAN) / sd_w
             )
 
-        crossed: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # paths share their shifts
+        crossed: dict[tuple[float, int], np.ndarray] = {}  # paths share their shifts
         p_up = np.zeros(idx.size)
-        for (k, n0), w in stay.items():
-            p_no = (1 - pj) ** n0
-            shift = -DRAIN * k - DRAIN_COOLING * (3 - n0 - k)
-            if shift not in crossed:
-                crossed[shift] = (cross(shift), cross(shift + jump))
-            stays, jumps = crossed[shift]
-            p_up += w * (p_no * stays + (1 - p_no) * jumps)
-        p_up = np.where(below_top, p_up, np.nan)
-        return pd.DataFrame(
-            {
-                "customer_id": self.customer_id[idx],
-                "p_churn_3m": p_churn.astype(np.float32),
-                "p_upgrade_3m": p_up.astype(np.float32),
-                "p_wealth_3m": self._wealth_truth(t, d, idx, tm).astype(np.float32),
-            }
-        )
+        for (k, n1, c), w in stay.items():
+            shift = -DRAIN * k - DRAIN_COOLING * n1
+            if (shift, c) not in crossed:
+                crossed[(shift, c)] = cross(shift + jump) if c else cross(shift)
+            p_up += w * crossed[(shift, c)]
+        return np.where(below_top, p_up, np.nan)
 
-    def _wealth_truth(self, t: int, d, idx: np.ndarray, tm) -> np.ndarray:
+    def _wealth_truth(self, t: int, d, idx: np.ndarray, tms: list[dict]) -> np.ndarray:
         """P(holding a wealth product at a month-end in (t, t+3]) for customers `idx` without
-        one at t (NaN for holders): 1 - P(no take-up in any month the chain `tm` spends
-        engaged). Take-up in a month needs the customer engaged after that month's transition
-        (as in _step). The first month's hazard uses the RM contacts of month t's snapshot; the
-        later months' average over their Poisson draws at month t's care."""
+        one at t (NaN for holders): 1 - P(no take-up in any month the chain spends engaged,
+        month by month through the transition odds `tms`). Take-up in a month needs the
+        customer engaged after that month's transition (as in _step). The first month's hazard
+        uses the RM contacts of month t's snapshot; the later months' average over their
+        Poisson draws at month t's care."""
         if self.contacts_month != t:
             raise RuntimeError("the truth of month t needs month t's snapshot first")
         tier = d["tier"]
@@ -982,7 +1082,7 @@ class _Simulation:
         e = self.engagement[idx]
         mass = {s: (e == s).astype(float) for s in range(3)}  # paths with no take-up yet
         p_wealth = np.zeros(idx.size)
-        for h in (first, later, later):
+        for h, tm in zip((first, later, later), tms, strict=True):
             new: dict[int, np.ndarray] = {}
             for (a, b), p in tm.items():
                 if b == 3:
@@ -998,7 +1098,10 @@ class _Simulation:
     def _step(self, t: int, d: dict[str, np.ndarray], live: np.ndarray) -> np.ndarray:
         """Move live customers from month-end t-1 to t. Returns who attrited in month t."""
         rng, n = self.rng, self.x.size
-        tm = self._transition(self._shocked(d, t))
+        d = self._shocked(d, t)
+        if self.campaigns:  # customers reached by a call or an offer respond
+            d = self._responding(d, *self._in_force(t))
+        tm = self._transition(d)
         # wealth take-up odds from the state at month-end t-1, before this month moves it
         wealth = self._wealth_take_up(d["tier"], self.contacts)
         u = rng.random(n)
@@ -1290,15 +1393,128 @@ class _Simulation:
             f_a = 1 - np.exp(-elapsed / mean)
             f_b = 1 - np.exp(-(elapsed + ACTIVATION_WINDOW_DAYS) / mean)
             p = pi * (f_b - f_a) / (1 - pi * f_a)
-            self.card_truth_parts.append(
-                pd.DataFrame(
-                    {
-                        "card_id": self.card_parts[-1]["card_id"][unused],
-                        "as_of": pd.to_datetime(np.full(unused.sum(), month_end)),
-                        "p_activate_30d": p[unused].astype(np.float32),
-                    }
+            truth = {
+                "card_id": self.card_parts[-1]["card_id"][unused],
+                "as_of": pd.to_datetime(np.full(unused.sum(), month_end)),
+                "p_activate_30d": p[unused].astype(np.float32),
+            }
+            if self.campaigns:
+                h = holders[unused]
+                wakes, channel = self._follow_up_terms(t, h, days[unused], chans[unused])
+                effect = cmp.follow_up_effect(
+                    p[unused], wakes, self.averse[h], ACTIVATION_WINDOW_DAYS
+                )
+                truth["effect_follow_up_30d"] = effect.astype(np.float32)
+                truth["reach_follow_up"] = cmp.reach_probability(
+                    channel, self.engagement[h]
+                ).astype(np.float32)
+            self.card_truth_parts.append(pd.DataFrame(truth))
+
+    def _follow_up_terms(self, t: int, holders, issued, channels):
+        """For new cards at month-end t: P(a reached follow-up wakes the card), and the
+        follow-up's channel (a message to holders with mobile banking, a phone call else)."""
+        mobile = self.flags["has_mobile_banking"][holders]
+        wakes = cmp.follow_up_wakes(
+            (self.month_ends[t] - issued).astype(int),
+            channels == BULK,
+            self.engagement[holders] >= 1,
+            mobile,
+        )
+        return wakes, np.where(mobile, cmp.MESSAGE, cmp.PHONE)
+
+    # --- campaigns ----------------------------------------------------------------------
+    def _work_lists(self, t: int, d: dict[str, np.ndarray], truth: pd.DataFrame) -> pa.Table:
+        """The bank works its lists of month-end t during month t+1 (`synthetic.campaigns`):
+        the contacts, and the responses of the reached customers set in motion."""
+        rng, tier = self.crng, d["tier"]
+        idx = np.searchsorted(self.customer_id, truth["customer_id"].to_numpy())
+        list_end = self.month_ends[t]
+        tables = []
+        for name, action, share, list_share in cmp.LISTS:
+            card_id = None
+            if action == "call":
+                rows, p = idx, truth["p_churn_3m"].to_numpy(float)
+                channel = np.where(tier[rows] >= 2, cmp.RM_CALL, cmp.PHONE)
+                score = logit(np.clip(p, 1e-6, 1 - 1e-6))
+            elif action == "offer":
+                p = truth["p_upgrade_3m"].to_numpy(float)
+                keep = ~np.isnan(p)
+                rows, p = idx[keep], p[keep]
+                channel = np.where(tier[rows] >= 2, cmp.RM_CALL, cmp.BRANCH)
+                score = logit(np.clip(p, 1e-6, 1 - 1e-6))
+            else:  # the month's new cards not used by its end; least likely to wake up first
+                new = self.card_truth_parts[-2:] if self.card_truth_parts else []
+                new = [part for part in new if part["as_of"].iloc[:1].eq(list_end).all()]
+                if not new:
+                    continue
+                cards = pd.concat(new, ignore_index=True)
+                c = self.cards_now
+                at = np.searchsorted(c["card_id"], cards["card_id"].to_numpy())
+                rows, card_id = c["holder"][at], cards["card_id"].to_numpy()
+                p = cards["p_activate_30d"].to_numpy(float)
+                wakes, channel = self._follow_up_terms(
+                    t, rows, c["issue_date"][at], c["channel"][at]
+                )
+                score = -logit(np.clip(p, 1e-6, 1 - 1e-6))
+            reach = cmp.reach_probability(channel, self.engagement[rows])
+            worked = cmp.work_list(
+                rng, score, self.rm[rows], self.rm_capacity, share, list_share, reach
+            )
+            hit = worked.rows[worked.reached]
+            if action == "call":
+                who = rows[hit]
+                delta = cmp.call_effect(
+                    tier[who], self.ext[who] - self.x[who], self.averse[who], self.receptive[who]
+                )
+                self.call_until[who], self.call_m[who] = t + cmp.EFFECT_MONTHS, np.exp(delta)
+            elif action == "offer":
+                who = rows[hit]
+                self.offer_until[who] = t + cmp.EFFECT_MONTHS
+                self.offer_shift[who] = cmp.offer_effect(
+                    tier[who], self.ext[who] - self.x[who], self.averse[who], self.receptive[who]
+                )
+            else:
+                self._follow_up(t, at[hit], wakes[hit], self.averse[rows[hit]])
+            tables.append(
+                cmp.contacts_table(
+                    self.customer_id[rows[worked.rows]],
+                    None if card_id is None else card_id[worked.rows],
+                    list_end,
+                    name,
+                    action,
+                    channel[worked.rows],
+                    worked,
+                    (self.rm[rows[worked.rows]] + 1).astype(np.int32),
                 )
             )
+        table = pa.concat_tables(tables)
+        return table.sort_by([("customer_id", "ascending"), ("card_id", "ascending")])
+
+    def _follow_up(self, t: int, at: np.ndarray, wakes: np.ndarray, averse: np.ndarray) -> None:
+        """Reached follow-ups on the cards at positions `at` of `cards_now`: a card that would
+        not have been used within the window wakes with odds `wakes`; a sleeping dog leaves a
+        card that would have been used in the drawer (`synthetic.campaigns`)."""
+        rng, c = self.crng, self.cards_now
+        end = self.month_ends[t]
+        window = end + np.timedelta64(ACTIVATION_WINDOW_DAYS, "D")
+        first = c["first_use_date"][at]
+        in_window = first <= window  # NaT compares False
+        call = end + rng.integers(1, cmp.FOLLOW_CALL_DAYS + 1, size=at.size).astype("m8[D]")
+        woken = call + np.ceil(rng.exponential(cmp.FOLLOW_DELAY, size=at.size)).astype("m8[D]")
+        draw = rng.random(at.size)
+        wake = ~averse & ~in_window & (draw < wakes)
+        drop = averse & in_window & (draw < cmp.FOLLOW_AVERSE)
+        new = np.where(wake, np.where(np.isnat(first), woken, np.minimum(first, woken)), first)
+        new = np.where(drop, np.datetime64("NaT"), new).astype("datetime64[D]")
+        # the same change in the part the card was issued in (cards_now is rebuilt from them)
+        firsts = np.array([part["card_id"][0] for part in self.card_parts])
+        ids = c["card_id"][at]
+        part_of = np.searchsorted(firsts, ids, side="right") - 1
+        for k in np.unique(part_of):
+            mine = part_of == k
+            part = self.card_parts[k]
+            part["first_use_date"][ids[mine] - part["card_id"][0]] = new[mine]
+        c["first_use_date"][at] = new
 
     def _initial_cards(self, d: dict[str, np.ndarray]) -> None:
         """Cards held before the book starts, issued between onboarding and month 0."""
@@ -1357,11 +1573,16 @@ class _Simulation:
             present = onboarded & ~((self.exit_idx < t) & self.closed)
             rows = np.flatnonzero(present)
             month = self.months[t]
-            tables = [  # in this order: the truth reads the snapshot's RM contacts
-                (self._snapshot(t, rows), io.monthly_path(out, "snapshots", month)),
+            snapshot = self._snapshot(t, rows)  # first: the truth reads its RM contacts
+            truth = self._truth(t, d, live)
+            tables = [
+                (snapshot, io.monthly_path(out, "snapshots", month)),
                 (self._card_spend(t, live), io.monthly_path(out, "card_spend", month)),
-                (self._truth(t, d, live), io.truth_monthly_path(out, month)),
+                (truth, io.truth_monthly_path(out, month)),
             ]
+            if self.campaigns and t + 1 < m:
+                contacts = self._work_lists(t, d, truth)
+                tables.append((contacts, io.monthly_path(out, "contacts", self.months[t + 1])))
             writer.write(tables)
             self.book.snapshot_rows += rows.size
             progress(t + 1)
@@ -1424,6 +1645,10 @@ class _Simulation:
             truth_cards = pd.concat(self.card_truth_parts, ignore_index=True)
             tables.append((truth_cards, out / io.TRUTH_DIR / "cards.parquet"))
         writer.write(tables)
+
+
+def _add(bucket: dict, key, mass: np.ndarray) -> None:
+    bucket[key] = bucket[key] + mass if key in bucket else mass
 
 
 def _relationship_table(rel: dict[str, np.ndarray]) -> pa.Table:
