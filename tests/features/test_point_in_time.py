@@ -92,8 +92,10 @@ def features_differ(
 Perturbation = Callable[[BookFrames, pd.Timestamp, np.random.Generator], BookFrames]
 
 
-def _dates_after(cut: pd.Timestamp, rng: np.random.Generator, size: int) -> pd.DatetimeIndex:
-    return cut.normalize() + pd.to_timedelta(rng.integers(1, 120, size=size), unit="D")
+def _dates_after(
+    cut: pd.Timestamp, rng: np.random.Generator, size: int, days: int = 120
+) -> pd.DatetimeIndex:
+    return cut.normalize() + pd.to_timedelta(rng.integers(1, days, size=size), unit="D")
 
 
 def _subset(index: pd.Index, rng: np.random.Generator, share: float = 0.5) -> pd.Index:
@@ -179,10 +181,11 @@ def cards_move_first_use(f: BookFrames, cut: pd.Timestamp, rng: np.random.Genera
 
 
 def cards_use_unused(f: BookFrames, cut: pd.Timestamp, rng: np.random.Generator) -> BookFrames:
-    """Cards never used get a first use after the cut."""
+    """Cards never used get a first use after the cut, within 45 days (so that when the cut
+    is a month before T, most of the month's new unused cards are used by T)."""
     cards = f.cards.copy()
     rows = cards.index[cards["first_use_date"].isna()]
-    new = pd.Series(_dates_after(cut, rng, len(rows)), index=rows)
+    new = pd.Series(_dates_after(cut, rng, len(rows), days=45), index=rows)
     cards.loc[rows, "first_use_date"] = new.astype(cards["first_use_date"].dtype)
     return replace(f, cards=cards)
 

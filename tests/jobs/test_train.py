@@ -128,8 +128,10 @@ def test_more_products_lower_the_churn_score(trained, trainable_book) -> None:
     spec = specs["churn"]
     model = _trained_model(trained, "churn")
     frame = training_set(trainable_book, spec, ["2026-01"]).head(1500)
-    few = model.predict(frame.assign(products_held=np.int8(2)))
-    many = model.predict(frame.assign(products_held=np.int8(6)))
+    # the product lines and the count together, as a customer holding them would show them
+    lines = ["has_time_deposit", "has_wealth", "has_funds", "has_insurance"]
+    few = model.predict(frame.assign(products_held=np.int8(2), **dict.fromkeys(lines, np.int8(0))))
+    many = model.predict(frame.assign(products_held=np.int8(6), **dict.fromkeys(lines, np.int8(1))))
     assert many.mean() < 0.8 * few.mean()
 
 

@@ -34,9 +34,9 @@ The truth gives, per customer (per new card), the effect on the outcome's probab
 action reaches them, and the chance to reach them: `effect_call_3m` and `reach_call` (churn in
 3 months), `effect_offer_3m` and `reach_offer` (tier up at T+3), `effect_follow_up_30d` and
 `reach_follow_up` (first use within 30 days). The effect of being put in the treated arm
-(intention to treat) is their product. Random draws come from the contacts' own stream, so the
-book's other draws are those of a book without campaigns; only the paths of reached customers
-change.
+(intention to treat) is their product. The campaigns draw from their own random stream, so a
+book is drawn as without campaigns until the first response changes a customer's path; the
+draws after it differ.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ OFFER_AVERSE = -0.8
 
 FOLLOW_BASE = -0.6  # on the logit of a call waking a card that would have stayed unused
 FOLLOW_FIRST_WEEKS = 1.2  # a card issued 14 days or less before the month-end
-FOLLOW_BULK = -1.5
+FOLLOW_BULK = -3.0
 FOLLOW_DISENGAGED = -2.0  # a holder cooling or leaving
 FOLLOW_MOBILE = 0.5  # a holder with mobile banking (binding the card in the app)
 FOLLOW_AVERSE = 0.3  # the share of would-be first uses a sleeping dog drops
