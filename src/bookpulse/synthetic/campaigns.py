@@ -2,9 +2,10 @@
 
 Each month-end T the bank draws up three lists from its own earlier scorecard (a noisy view of
 the true risk: the logit of the simulator's truth plus normal noise of sd BANK_SCORE_NOISE), per
-RM: the RM's top fifth of eligible customers by that score (every new card for the activation
-list). The RM works part of the list within capacity: at most `capacity x share` rows (shares
-as the playbook's), picked at random from the list, since RMs work a list in their own order.
+RM: the RM's top fifth of eligible customers by that score (the half of the month's new cards
+least likely to be used, for the activation list). The RM works part of the list within
+capacity: at most `capacity x share` rows (shares as the playbook's), picked at random from the
+list, since RMs work a list in their own order.
 Each picked row is held out at random with probability HOLD_OUT (the control group: never
 contacted); the rest are treated, contacted during month T+1 and reached with a probability that
 depends on the channel and on how engaged the customer still is. Campaign contacts are recorded
@@ -34,9 +35,11 @@ The truth gives, per customer (per new card), the effect on the outcome's probab
 action reaches them, and the chance to reach them: `effect_call_3m` and `reach_call` (churn in
 3 months), `effect_offer_3m` and `reach_offer` (tier up at T+3), `effect_follow_up_30d` and
 `reach_follow_up` (first use within 30 days). The effect of being put in the treated arm
-(intention to treat) is their product. The campaigns draw from their own random stream, so a
-book is drawn as without campaigns until the first response changes a customer's path; the
-draws after it differ.
+(intention to treat) is their product. The truth's probabilities (`p_churn_3m`, ...) are given
+everything the month-end knows, the bank's decisions included: responses still in force, and
+for the treated rows of the lists just drawn up, reach x effect. The campaigns draw from their
+own random stream, so a book is drawn as without campaigns until the first response changes a
+customer's path; the draws after it differ.
 """
 
 from __future__ import annotations
@@ -65,15 +68,15 @@ CALL_BASE = -0.8  # on the log of the churn hazards
 CALL_LIQUID = -1.2  # more for liquid effective/mid customers with assets elsewhere
 CALL_POTENTIAL = 1 / 3  # share of the effect left in the potential tier
 CALL_AVERSE = 0.6  # a sleeping dog's hazards rise
-CALL_AVERSE_RATE = (0.15, 0.02)  # young digital customers rarely in a branch / the others
-RECEPTIVENESS_SD = 0.3  # a customer's own response: a lognormal factor on the effect
+CALL_AVERSE_RATE = (0.5, 0.01)  # young digital customers rarely in a branch / the others
+RECEPTIVENESS_SD = 0.1  # a customer's own response: a lognormal factor on the effect
 RECOVER_MAX = 0.6  # the most a call can raise the chance of recovering from cooling
 
 OFFER_BASE = 0.5  # on the logit of consolidating external assets here
 OFFER_GAP = 1.5  # at a gap of e^4 or more
 OFFER_AVERSE = -0.8
 
-FOLLOW_BASE = -0.6  # on the logit of a call waking a card that would have stayed unused
+FOLLOW_BASE = -1.0  # on the logit of a call waking a card that would have stayed unused
 FOLLOW_FIRST_WEEKS = 1.2  # a card issued 14 days or less before the month-end
 FOLLOW_BULK = -3.0
 FOLLOW_DISENGAGED = -2.0  # a holder cooling or leaving
@@ -82,12 +85,12 @@ FOLLOW_AVERSE = 0.3  # the share of would-be first uses a sleeping dog drops
 FOLLOW_CALL_DAYS = 7  # the call comes 1..7 days after the month-end
 FOLLOW_DELAY = 3.0  # mean days from the call to the first use
 
-# The bank's lists: (list, action, share of the RM's capacity, rows a list may hold: the RM's top
-# LIST_SHARE, or all eligible rows)
+# The bank's lists: (list, action, share of the RM's capacity, the share of the RM's eligible
+# rows on the list, best first)
 LISTS: tuple[tuple[str, str, float, float], ...] = (
     ("retention", "call", 0.40, LIST_SHARE),
     ("upgrade", "offer", 0.25, LIST_SHARE),
-    ("activation", "follow_up", 0.15, 1.0),
+    ("activation", "follow_up", 0.15, 0.5),
 )
 
 

@@ -1434,12 +1434,13 @@ class _Simulation:
             card_id = None
             if action == "call":
                 rows, p = idx, truth["p_churn_3m"].to_numpy(float)
+                in_truth = np.arange(idx.size)
                 channel = np.where(tier[rows] >= 2, cmp.RM_CALL, cmp.PHONE)
                 score = logit(np.clip(p, 1e-6, 1 - 1e-6))
             elif action == "offer":
                 p = truth["p_upgrade_3m"].to_numpy(float)
                 keep = ~np.isnan(p)
-                rows, p = idx[keep], p[keep]
+                rows, p, in_truth = idx[keep], p[keep], np.flatnonzero(keep)
                 channel = np.where(tier[rows] >= 2, cmp.RM_CALL, cmp.BRANCH)
                 score = logit(np.clip(p, 1e-6, 1 - 1e-6))
             else:  # the month's new cards not used by its end; least likely to wake up first
@@ -1448,6 +1449,7 @@ class _Simulation:
                 if not new:
                     continue
                 cards = pd.concat(new, ignore_index=True)
+                in_truth = np.arange(len(cards))
                 c = self.cards_now
                 at = np.searchsorted(c["card_id"], cards["card_id"].to_numpy())
                 rows, card_id = c["holder"][at], cards["card_id"].to_numpy()
@@ -1461,6 +1463,7 @@ class _Simulation:
                 rng, score, self.rm[rows], self.rm_capacity, share, list_share, reach
             )
             hit = worked.rows[worked.reached]
+            self._expect_response(truth if card_id is None else new, action, in_truth, worked)
             if action == "call":
                 who = rows[hit]
                 delta = cmp.call_effect(
@@ -1489,6 +1492,24 @@ class _Simulation:
             )
         table = pa.concat_tables(tables)
         return table.sort_by([("customer_id", "ascending"), ("card_id", "ascending")])
+
+    @staticmethod
+    def _expect_response(truth, action: str, at: np.ndarray, worked: cmp.Worked) -> None:
+        """The truth's probability of the treated rows of a worked list takes in the expected
+        response (reach x effect): the truth is the probability given everything the month-end
+        knows, the bank's list decisions included. `truth`: the month's customer truth, or its
+        new cards' truth parts (in the order their rows were concatenated); `at`: each
+        eligible row's position in it."""
+        column = {"call": "churn_3m", "offer": "upgrade_3m", "follow_up": "activate_30d"}[action]
+        effect, reach = f"effect_{action}_{column.split('_')[-1]}", f"reach_{action}"
+        parts = truth if isinstance(truth, list) else [truth]
+        sizes = np.cumsum([0, *(len(part) for part in parts)])
+        treated = at[worked.rows[worked.treated]]
+        for k, part in enumerate(parts):
+            mine = treated[(treated >= sizes[k]) & (treated < sizes[k + 1])] - sizes[k]
+            p = part[f"p_{column}"].to_numpy(copy=True)
+            p[mine] += part[reach].to_numpy()[mine] * part[effect].to_numpy()[mine]
+            part[f"p_{column}"] = p
 
     def _follow_up(self, t: int, at: np.ndarray, wakes: np.ndarray, averse: np.ndarray) -> None:
         """Reached follow-ups on the cards at positions `at` of `cards_now`: a card that would
