@@ -102,6 +102,58 @@ def training_sets(specs, sets, splits) -> None:
 
 
 def trained(results) -> None:
+    scoring = [r for r in results if r.kind == "score"]
+    if scoring:
+        _trained_scoring(scoring)
+    uplifts = [r for r in results if r.kind == "uplift" and r.note is None]
+    if uplifts:
+        _trained_uplift(uplifts)
+    for r in results:
+        if r.note:
+            console.print(f"[yellow]{r.model}[/] {r.note}")
+
+
+def _trained_uplift(results) -> None:
+    table = Table(title="Uplift models: out-of-time test on the latest lists with closed outcomes")
+    cols = (
+        "model",
+        "version",
+        "Qini",
+        "AUUC",
+        "effect realised (95%)",
+        "predicted",
+        "true",
+        "ranking vs truth",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        m = r.metrics
+
+        def pts(x: float) -> str:
+            return f"{100 * x:+.2f}"
+
+        table.add_row(
+            r.model,
+            r.version,
+            f"{m['qini']:.4f}",
+            f"{m['auuc']:.4f}",
+            f"{pts(m['ate_realised'])} "
+            f"({pts(m['ate_realised_low'])}..{pts(m['ate_realised_high'])})",
+            pts(m["ate_predicted"]),
+            pts(m["ate_true"]) if "ate_true" in m else "-",
+            f"{m['expected_gain_ratio']:.0%}" if "expected_gain_ratio" in m else "-",
+        )
+    console.print(table)
+    console.print(
+        "[dim]Effects in percentage points of the outcome, in the direction the action aims at "
+        "(a fall in churn counts positive), from being put in the treated arm. Ranking vs truth: "
+        "the true effects gained down the model's ranking, as a share of what ranking by the "
+        "true effects gains (simulator only).[/]"
+    )
+
+
+def _trained_scoring(results) -> None:
     table = Table(title="Trained: out-of-time test on the latest closed months")
     cols = ("model", "version", "AUC", "ceiling", "gap", "ECE", "noise", "ECE truth", "lift@10%")
     for col in cols:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bookpulse.config import get_settings
-from bookpulse.domain import ENTITY_KEYS, PRODUCT_FLAGS, SEGMENTS, TIERS
+from bookpulse.domain import CONTACT_ACTIONS, ENTITY_KEYS, PRODUCT_FLAGS, SEGMENTS, TIERS
 from bookpulse.errors import BookpulseError
 
 Dtype = Literal["float64", "float32", "int8", "int16", "int32", "category"]
@@ -280,10 +280,28 @@ def load_feature_catalog(directory: Path | None = None) -> FeatureCatalog:
 PLAYBOOK_FILE = "playbook.yaml"
 
 
+def _is_uplift(path: Path) -> bool:
+    """An uplift model's spec: its top level has an `uplift` section."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # reported as a bad spec when loaded
+    return isinstance(data, dict) and "uplift" in data
+
+
 def model_names(directory: Path | None = None) -> list[str]:
-    """The models declared in `models/`: every `*.yaml` but the playbook, by name."""
+    """The scoring models declared in `models/`: every `*.yaml` but the playbook and the uplift
+    models, by name."""
     directory = directory or models_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml") if p.name != PLAYBOOK_FILE)
+    return sorted(
+        p.stem for p in directory.glob("*.yaml") if p.name != PLAYBOOK_FILE and not _is_uplift(p)
+    )
+
+
+def uplift_names(directory: Path | None = None) -> list[str]:
+    """The uplift models declared in `models/` (specs with an `uplift` section), by name."""
+    directory = directory or models_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml") if _is_uplift(p))
 
 
 def load_model_spec(
@@ -337,13 +355,121 @@ def load_model_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
     return specs
 
 
-def specs_for(model: str, directory: Path | None = None) -> list[ModelSpec]:
-    """One model's spec by name, or every model's for "all"."""
+# --- uplift models (models/*.yaml with an `uplift` section) ---------------------------------
+
+Action = Literal[CONTACT_ACTIONS]  # type: ignore[valid-type]
+Params = dict[str, float | int | str | bool]
+
+
+class UpliftSection(_Strict):
+    """What the action is, which list's past contacts teach it, and which outcome it moves."""
+
+    list: Name = Field(
+        description="the list (contacts' `list`, the playbook's section) whose contacts and "
+        "hold-outs train the model, and which its scores rank"
+    )
+    action: Action
+    outcome_model: Name = Field(
+        description="the scoring model whose target is the outcome (label, horizon, "
+        "population, entity)"
+    )
+    aim: Literal["lower", "raise"] = Field(description="what the action is meant to do to it")
+    truth_effect: str | None = Field(
+        default=None, description="the simulator's true effect if reached (truth/), if any"
+    )
+    truth_reach: str | None = Field(
+        default=None, description="the simulator's chance to reach a treated row (truth/)"
+    )
+
+
+class UpliftLightGBM(_Strict):
+    outcome: Params = Field(description="LightGBM parameters of the two outcome models")
+    effect: Params = Field(description="LightGBM parameters of the two effect models")
+
+
+class UpliftSplit(_Strict):
+    """Out-of-time split by the month the lists were drawn up, counted back from the latest
+    month whose outcome window has closed."""
+
+    test_months: int = Field(ge=1, le=12)
+    train_months: int = Field(ge=1, le=60)
+
+
+class UpliftGates(_Strict):
+    min_control_rows: int = Field(
+        ge=1, description="held-out rows the test months need for the measures to mean anything"
+    )
+    min_qini: float = Field(
+        description="least Qini coefficient on the test months (0: no worse than random)"
+    )
+
+
+class UpliftSpec(_Strict):
+    name: Name
+    description: str
+    registered_name: str = Field(pattern=r"^bookpulse-[a-z0-9_]+$")
+    score_noun: str = Field(min_length=3, description="what the effect is, in a sentence")
+    uplift: UpliftSection
+    features: list[Name] = Field(
+        min_length=1,
+        description="what the effect may vary with: features of the outcome model's entity",
+    )
+    lightgbm: UpliftLightGBM
+    split: UpliftSplit
+    gates: UpliftGates
+
+    @cached_property
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def load_uplift_spec(
+    name: str, directory: Path | None = None, catalog: FeatureCatalog | None = None
+) -> tuple[UpliftSpec, ModelSpec]:
+    """`models/<name>.yaml` as an uplift spec, with its outcome model's spec; its features must
+    be declared for the outcome's entity."""
+    directory = directory or models_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file() or not _is_uplift(path):
+        known = ", ".join(uplift_names(directory)) or "none"
+        raise SpecError(f"no uplift model spec {path}; known uplift models: {known}")
+    try:
+        spec = UpliftSpec.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        raise _explain(path, exc) from None
+    if spec.name != name:
+        raise SpecError(f"{path}: name is {spec.name!r} but the file is {name!r}")
+    catalog = catalog or load_feature_catalog()
+    outcome = load_model_spec(spec.uplift.outcome_model, directory, catalog)
+    declared = catalog.for_entity(outcome.entity)
+    missing = [f for f in spec.features if f not in declared]
+    if missing:
+        raise SpecError(
+            f"{path}: features not declared for entity {outcome.entity!r} in features/: "
+            f"{', '.join(missing)}"
+        )
+    return spec, outcome
+
+
+def load_uplift_specs(directory: Path | None = None) -> dict[str, tuple[UpliftSpec, ModelSpec]]:
+    """Every uplift model in `models/` with its outcome model's spec."""
+    directory = directory or models_dir()
+    catalog = load_feature_catalog()
+    return {n: load_uplift_spec(n, directory, catalog) for n in uplift_names(directory)}
+
+
+def specs_for(
+    model: str, directory: Path | None = None, extra: list[str] | None = None
+) -> list[ModelSpec]:
+    """One model's spec by name, or every model's for "all". `extra`: other names the command
+    takes (uplift models), named in the message for an unknown model."""
     specs = load_model_specs(directory)
     if model == "all":
         return list(specs.values())
     if model not in specs:
-        raise SpecError(f"unknown model {model!r}: use {', '.join(specs)} or all")
+        names = ", ".join([*specs, *(extra or [])])
+        raise SpecError(f"unknown model {model!r}: use {names} or all")
     return [specs[model]]
 
 

@@ -106,8 +106,9 @@ def test_commands_for_analysts_and_model_owners(trained, tmp_path, monkeypatch) 
     res = runner.invoke(cli.app, ["train", "retention"], env=empty)
     assert res.exit_code == 2 and "unknown model" in res.output
     assert (
-        "unknown model 'retention': use card_activation, churn, tier_upgrade, wealth_take_up "
-        "or all" in " ".join(res.output.split())
+        "unknown model 'retention': use card_activation, churn, tier_upgrade, wealth_take_up, "
+        "activation_follow_up_uplift, retention_call_uplift, upgrade_offer_uplift or all"
+        in " ".join(res.output.split())
     )
 
 

@@ -117,6 +117,19 @@ with warnings.catch_warnings(record=True):
             frame = pd.DataFrame(model_input)
             return pd.DataFrame({"probability": self.model.predict(frame)})
 
+    class UpliftEffect(mlflow.pyfunc.PythonModel):
+        """The registered artifact of an uplift model: a feature frame in, the change in the
+        outcome's probability from putting each row in the list's treated arm out."""
+
+        def load_context(self, context) -> None:
+            from bookpulse.model.uplift import UpliftModel
+
+            text = Path(context.artifacts["uplift_model"]).read_text()
+            self.model = UpliftModel.from_json(text, threads=1)
+
+        def predict(self, context, model_input, params=None):
+            return pd.DataFrame({"effect": self.model.effect(pd.DataFrame(model_input))})
+
 
 def example_input(frame: pd.DataFrame, features: list[str], rows: int = 5) -> pd.DataFrame:
     """A few rows as an API client would send them: categoricals as plain strings, numbers

@@ -31,7 +31,7 @@ from bookpulse.model.dataset import embargo_months, split_months, training_sets
 from bookpulse.model.drift import reference_profile
 from bookpulse.model.evaluate import evaluate, model_card, plot_pack
 from bookpulse.model.fit import fit_model
-from bookpulse.specs import ModelSpec, load_feature_catalog, specs_for
+from bookpulse.specs import ModelSpec, load_feature_catalog, load_uplift_specs, specs_for
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class TrainResult:
     version: str
     metrics: dict[str, float]
     seconds: float
+    kind: str = "score"  # or "uplift"
+    note: str | None = None  # why a model was skipped (then no run, no version)
 
 
 def feature_set_hash(spec: ModelSpec) -> str:
@@ -239,7 +241,31 @@ def train(
     progress: Callable[[str], None] | None = None,
     sets: dict[str, pd.DataFrame] | None = None,
 ) -> list[TrainResult]:
-    """Train the requested models (`sets`: training sets already built, e.g. by the demo)."""
+    """Train the requested models (`sets`: training sets already built, e.g. by the demo).
+
+    "all" trains the scoring models, then the uplift models: one whose list has no contacts
+    in the book is skipped with a note; contacts without a hold-out are refused before any
+    training starts."""
+    from bookpulse.jobs.uplift import train_uplift
+    from bookpulse.model.dataset import NoContacts, contacts_of
+
     book = request.book or get_settings().book_dir
-    specs = specs_for(request.model)
-    return train_models(book, request.home, specs, request.threads, progress, sets)
+    uplifts = load_uplift_specs()
+    if request.model in uplifts:
+        spec, outcome = uplifts[request.model]
+        tracking.configure(request.home)
+        return [train_uplift(book, request.home, spec, outcome, request.threads, progress)]
+    specs = specs_for(request.model, extra=list(uplifts))
+    if request.model != "all":
+        return train_models(book, request.home, specs, request.threads, progress, sets)
+    ready, notes = [], []
+    for spec, outcome in uplifts.values():
+        try:  # a list without a hold-out is refused here, before any training
+            contacts_of(book, spec.uplift.list, spec.uplift.action)
+            ready.append((spec, outcome))
+        except NoContacts as exc:
+            notes.append(TrainResult(spec.name, "", "", {}, 0.0, "uplift", f"skipped: {exc}"))
+    results = train_models(book, request.home, specs, request.threads, progress, sets)
+    for spec, outcome in ready:
+        results.append(train_uplift(book, request.home, spec, outcome, request.threads, progress))
+    return results + notes

@@ -102,3 +102,101 @@ def training_sets(
 
 def training_set(book: Path, spec: ModelSpec, months: Sequence[str] | None = None) -> pd.DataFrame:
     return training_sets(book, [spec], months)[spec.name]
+
+
+# --- uplift: the rows of past lists, with their assignment and outcome ----------------------
+
+
+class NoContacts(io.BookError):
+    """The book holds no contacts for a list: its uplift model cannot be trained."""
+
+
+def contacts_of(book: Path, list_name: str, action: str) -> pd.DataFrame:
+    """Every recorded contact of one list and action (any month the book has), or refused with
+    a message when there is none or when no row was held out."""
+    months = io.available_months(book, "contacts")
+    if not months:
+        raise NoContacts(
+            f"the book at {book} has no contacts table: uplift models learn from past lists "
+            "worked with a randomised hold-out (contacts/month=YYYY-MM/)"
+        )
+    rows = io.read_monthly(book, "contacts", months)
+    rows = rows.loc[rows["list"].astype(str).eq(list_name) & rows["action"].astype(str).eq(action)]
+    if rows.empty:
+        raise NoContacts(f"the book's contacts hold no {action!r} on the {list_name!r} list")
+    if not rows["assignment"].astype(str).eq("control").any():
+        raise io.BookError(
+            f"the {list_name!r} list's contacts have no held-out (control) rows: an uplift "
+            "model needs a randomised hold-out, customers picked for the list at random and "
+            "not contacted, to compare the contacted ones with"
+        )
+    rows = rows.assign(card_id=pd.array(rows["card_id"], dtype="Int64"))
+    return rows
+
+
+def uplift_set(
+    book: Path,
+    outcome: ModelSpec,
+    features: Sequence[str],
+    contacts: pd.DataFrame,
+    months: Sequence[str],
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """The rows of the lists drawn up at the month-ends `months`: id, as_of (the list's
+    month-end), `features` as of then, the outcome label of `outcome` over the window after it,
+    assignment and reached. Only the listed customers (and those they are linked to) are read."""
+    from bookpulse.features.history import with_linked
+
+    book_months = io.read_meta(book)["months"]
+    key = outcome.id_column
+    snapshots = labels.BookSnapshots(book, labels.snapshot_columns(outcome.target))
+    cards = None
+    if outcome.target.kind == "first_use":
+        cards = io.read_static(book, "cards", ["card_id", "issue_date", "first_use_date"])
+    parts = []
+    for month in months:
+        if progress:
+            progress(month)
+        snapshots.forget_before(month)
+        listed = contacts.loc[contacts["list_month"].eq(io.month_end(month))]
+        if listed.empty:
+            continue
+        ids = listed["customer_id"].unique()
+        rel = io.read_static(book, "relationships", where=("customer_id", ids))
+        frames = read_frames(book, month, customer_ids=with_linked(rel, ids))
+        customers, card_rows = build_features(frames, month)
+        frame = customers if outcome.entity == "customer" else card_rows
+        lab = labels.label_month(outcome.target, month, book_months, snapshots, cards)
+        rows = (
+            frame[[key, "as_of", *features]]
+            .merge(lab[[key, outcome.target.label]], on=key, how="inner", validate="one_to_one")
+            .merge(
+                listed[[key, "assignment", "reached"]].astype({key: "int64"}),
+                on=key,
+                how="inner",
+                validate="one_to_one",
+            )
+        )
+        parts.append(rows)
+    if not parts:
+        raise NoContacts(f"no listed rows in {', '.join(months)}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def uplift_months(outcome: ModelSpec, book_months: Sequence[str], contacts: pd.DataFrame, split):
+    """(train, test) list months: those with contacts whose outcome window has closed, the
+    last `split.test_months` of them for the test, up to `split.train_months` before them and
+    the embargo (`embargo_months`: no training outcome falls in the test's outcome period)."""
+    labelled = set(labels.labelled_months(list(book_months), outcome.target))
+    drawn = sorted({io.month_key(t) for t in contacts["list_month"].unique()})
+    usable = [m for m in drawn if m in labelled]
+    gap = embargo_months(outcome)
+    need = split.test_months + gap + 1
+    if len(usable) < need:
+        raise io.BookError(
+            f"{len(usable)} month(s) of lists with a closed outcome window; the split needs at "
+            f"least {need} ({split.test_months} to test, {gap} embargo and one to train)"
+        )
+    test = usable[-split.test_months :]
+    train = usable[: len(usable) - split.test_months - gap][-split.train_months :]
+    return train, test

@@ -76,7 +76,7 @@ OFFER_BASE = 0.5  # on the logit of consolidating external assets here
 OFFER_GAP = 1.5  # at a gap of e^4 or more
 OFFER_AVERSE = -0.8
 
-FOLLOW_BASE = -1.0  # on the logit of a call waking a card that would have stayed unused
+FOLLOW_BASE = -2.0  # on the logit of a call waking a card that would have stayed unused
 FOLLOW_FIRST_WEEKS = 1.2  # a card issued 14 days or less before the month-end
 FOLLOW_BULK = -3.0
 FOLLOW_DISENGAGED = -2.0  # a holder cooling or leaving
