@@ -211,3 +211,38 @@ def test_a_month_not_scored_or_in_sample_is_refused(home, books, reviews):
     (early / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MonitorError, match="in-sample"):
         outcomes(home, books["calm"], "2026-01", early)
+
+
+def test_the_review_by_cause_measures_each_worked_list_against_its_hold_out(books, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from bookpulse.book import io
+    from bookpulse.book.io import write_parquet
+    from bookpulse.jobs.review import caused_by_lists
+
+    specs, playbook = load_model_specs(), load_playbook()
+    found, notes = caused_by_lists(books["calm"], CHURN_MONTH, specs, playbook)
+    assert set(found) == {"retention", "upgrade", "activation"}, notes
+    assert "list cross_sell by cause" in notes  # the bank does not work that list
+    retention = found["retention"]
+    t = retention.totals
+    assert t["treated"] > 5 * t["control"] > 0
+    assert t["effect_low"] < t["effect"] < t["effect_high"]
+    assert retention.true_effect is not None and retention.true_effect < 0
+    assert t["effect_low"] <= retention.true_effect <= t["effect_high"]
+    per_rm = retention.by_group.loc[retention.by_group["level"].eq("rm")]
+    assert (per_rm["treated"] + per_rm["control"]).sum() == t["listed"]
+    # without a hold-out the list is not measured, and says why; without contacts, one line
+    bare = tmp_path / "bare"
+    shutil.copytree(books["calm"], bare)
+    for month in io.available_months(bare, "contacts"):
+        path = io.monthly_path(bare, "contacts", month)
+        rows = pd.read_parquet(path)
+        write_parquet(rows.loc[rows["assignment"].ne("control")], path)
+    found, notes = caused_by_lists(bare, CHURN_MONTH, specs, playbook)
+    assert not found and "randomised hold-out" in notes["list retention by cause"]
+    shutil.rmtree(bare / "contacts")
+    found, notes = caused_by_lists(bare, CHURN_MONTH, specs, playbook)
+    assert not found and list(notes) == ["campaigns"]

@@ -111,3 +111,25 @@ def test_no_contacts_or_no_hold_out_is_refused_before_any_work(
     assert "no held-out (control) rows" in text and "randomised hold-out" in text
     assert "Traceback" not in res.output
     assert not (home / "mlartifacts").exists()  # refused before any training
+
+
+def test_promotion_follows_the_uplift_gates_and_is_recorded(trained_uplift):
+    from bookpulse.adapters import registry
+    from bookpulse.specs import UpliftGates
+
+    home, spec, _, result = trained_uplift
+    tracking.configure(home)
+    controls = result.metrics["control_rows_test"]
+    strict = spec.model_copy(
+        update={"gates": UpliftGates(min_control_rows=int(controls) + 1, min_qini=-1)}
+    )
+    kept = registry.promote_uplift(home, strict)
+    assert kept.outcome == "kept" and kept.champion_after is None
+    assert "held-out rows" in kept.reason and not kept.gates["min_control_rows"]
+    loose = spec.model_copy(update={"gates": UpliftGates(min_control_rows=1, min_qini=-1)})
+    done = registry.promote_uplift(home, loose)
+    assert done.outcome == "promoted" and done.champion_after == result.version
+    again = registry.promote_uplift(home, loose)
+    assert again.outcome == "unchanged"
+    outcomes = [d.outcome for d in registry.history(spec.name)]
+    assert outcomes[:3] == ["unchanged", "promoted", "kept"]

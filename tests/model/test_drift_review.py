@@ -244,3 +244,36 @@ def test_list_outcomes_count_per_rm():
     totals = list_totals(table, "churned")
     assert totals["listed"] == 3 and totals["listed_churned"] == 1
     assert totals["not_listed_rate"] == pytest.approx(2 / 3)
+
+
+def test_caused_measures_treated_against_hold_out_with_an_honest_interval():
+    """Many simulated campaigns with a known effect: the interval covers it about 95% of the
+    time, and what was kept is the effect times the treated rows."""
+    from bookpulse.model.realised import caused
+
+    rng = np.random.default_rng(11)
+    covered = 0
+    for trial in range(200):
+        n = 3_000
+        treated = rng.random(n) < 0.9
+        y = (rng.random(n) < np.where(treated, 0.10, 0.13)).astype(float)  # the call: -3 points
+        rows = pd.DataFrame(
+            {
+                "treated": treated,
+                "y": y,
+                "branch_id": rng.integers(1, 4, n),
+                "rm_id": rng.integers(1, 10, n),
+                "assets": rng.lognormal(10, 1, n),
+            }
+        )
+        c = caused("retention", "churned", "lower", rows, true_effect=-0.03)
+        covered += c.totals["effect_low"] <= -0.03 <= c.totals["effect_high"]
+        if trial == 0:
+            t = c.totals
+            assert t["treated"] + t["control"] == n == t["listed"]
+            assert t["rows_gained"] == pytest.approx(-t["effect"] * t["treated"])
+            assert t["rows_gained_low"] <= t["rows_gained"] <= t["rows_gained_high"]
+            assert set(c.by_group["level"]) == {"branch", "rm"}
+            per_rm = c.by_group.loc[c.by_group["level"].eq("rm")]
+            assert (per_rm["treated"] + per_rm["control"]).sum() == n
+    assert 0.90 <= covered / 200 <= 0.99

@@ -25,7 +25,7 @@ from bookpulse.model.core import Champion
 from bookpulse.model.dataset import split_months, training_set
 from bookpulse.model.evaluate import calibration_metrics
 from bookpulse.model.fit import ScoringModel
-from bookpulse.specs import ModelSpec
+from bookpulse.specs import ModelSpec, UpliftSpec
 
 PROMOTIONS_EXPERIMENT = "bookpulse-promotions"
 
@@ -54,6 +54,10 @@ def _version(client: MlflowClient, name: str, alias: str) -> str | None:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def has_challenger(name: str) -> bool:
+    return _version(MlflowClient(), name, tracking.CHALLENGER) is not None
 
 
 def load_scoring_model(name: str, version: str, threads: int = 0) -> ScoringModel:
@@ -193,6 +197,84 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     return decision
 
 
+def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
+    """An uplift model's challenger becomes the champion when its own out-of-time test (the
+    latest lists with closed outcomes, logged at training) passes the spec's gates: enough
+    held-out rows to measure anything, and a Qini no lower than the minimum. The effects of two
+    versions are too noisy on one window of hold-outs to rank them against each other, so the
+    latest version that passes is the champion. Recorded either way."""
+    client = MlflowClient()
+    name = spec.registered_name
+    challenger = _version(client, name, tracking.CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"{name} has no challenger: run `bookpulse train {spec.name}` first")
+    champion = _version(client, name, tracking.CHAMPION)
+    run = client.get_run(client.get_model_version(name, challenger).run_id)
+    test = run.data.params.get("window.test", "")
+    window = test.split("..") if test else []
+    if challenger == champion:
+        decision = Decision(
+            spec.name,
+            "promote",
+            "unchanged",
+            challenger,
+            champion,
+            champion,
+            window,
+            reason="the challenger is already the champion",
+        )
+        _record(home, decision)
+        return decision
+    m = run.data.metrics
+    metrics = {
+        "challenger_qini": float(m.get("qini", float("nan"))),
+        "challenger_control_rows": float(m.get("control_rows_test", 0.0)),
+        "challenger_ate_realised": float(m.get("ate_realised", float("nan"))),
+    }
+    gates = {
+        "min_control_rows": metrics["challenger_control_rows"] >= spec.gates.min_control_rows,
+        "min_qini": metrics["challenger_qini"] >= spec.gates.min_qini,
+    }
+    failed = [g for g, ok in gates.items() if not ok]
+    if failed:
+        reasons = {
+            "min_control_rows": f"{metrics['challenger_control_rows']:.0f} held-out rows in the "
+            f"test months, fewer than the {spec.gates.min_control_rows} needed to measure an "
+            "effect (hold more out, or wait for more months of lists)",
+            "min_qini": f"Qini {metrics['challenger_qini']:.4f} below the minimum "
+            f"{spec.gates.min_qini}: the ranking does worse than the gate allows",
+        }
+        decision = Decision(
+            spec.name,
+            "promote",
+            "kept",
+            challenger,
+            champion,
+            champion,
+            window,
+            metrics,
+            gates,
+            "; ".join(reasons[g] for g in failed),
+        )
+    else:
+        client.set_registered_model_alias(name, tracking.CHAMPION, challenger)
+        client.set_model_version_tag(name, challenger, "promoted_at", datetime.now(UTC).isoformat())
+        decision = Decision(
+            spec.name,
+            "promote",
+            "promoted",
+            challenger,
+            champion,
+            challenger,
+            window,
+            metrics,
+            gates,
+            "all gates passed",
+        )
+    _record(home, decision)
+    return decision
+
+
 def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
     g = spec.gates
     if gate == "min_auc":
@@ -241,7 +323,7 @@ def history(model: str) -> list[Decision]:
     return out
 
 
-def rollback(home: Path, spec: ModelSpec) -> Decision:
+def rollback(home: Path, spec: ModelSpec | UpliftSpec) -> Decision:
     """Move the champion alias back to the champion before the current one, and record it."""
     client = MlflowClient()
     name = spec.registered_name

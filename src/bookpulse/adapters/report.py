@@ -165,6 +165,7 @@ def review_html(
     results: dict[str, Realised],
     lists: dict[str, tuple[str, pd.DataFrame, dict]],
     skipped: dict[str, str],
+    by_cause: dict | None = None,
 ) -> str:
     body = [
         f"<p>Scored month {html.escape(scored)}: what happened in each model's outcome window, "
@@ -192,7 +193,41 @@ def review_html(
             f"({_pct(totals['not_listed_rate'])}).</p>"
         )
         body.append(_table(table, "{:.3f}"))
+    for list_name, c in (by_cause or {}).items():
+        body += _caused_html(list_name, c)
     return _page(f"bookpulse review: scored {scored}", body)
+
+
+def _caused_html(list_name: str, c) -> list[str]:
+    """One list's review by cause: the treated arm against the randomised hold-out."""
+    t = c.totals
+    verb = "kept" if c.aim == "lower" else "won"
+    rows = "customers" if c.outcome != "activated" else "cards"
+
+    def pts(x: float) -> str:
+        return "-" if not np.isfinite(x) else f"{100 * x:+.1f} points"
+
+    text = (
+        f"<p>Of {int(t['listed']):,} listed and worked, {int(t['treated']):,} were in the treated "
+        f"arm ({_pct(t['treated_rate'])} {html.escape(c.outcome)}) and {int(t['control']):,} "
+        f"held out at random ({_pct(t['control_rate'])}). The action changed the rate by "
+        f"<b>{pts(t['effect'])}</b> (95% interval {pts(t['effect_low'])} to "
+        f"{pts(t['effect_high'])}): about <b>{t['rows_gained']:,.0f} {rows} {verb}</b> "
+        f"({t['rows_gained_low']:,.0f} to {t['rows_gained_high']:,.0f})"
+    )
+    if np.isfinite(t["assets_gained"]) and c.outcome != "activated":
+        text += f", CNY {t['assets_gained'] / 1e6:,.1f}M of assets {verb} (asset-weighted)"
+    text += ".</p>"
+    out = [f"<h2>list: {html.escape(list_name)}, by cause</h2>", text]
+    if c.true_effect is not None:
+        inside = t["effect_low"] <= c.true_effect <= t["effect_high"]
+        out.append(
+            f"<p class='note'>Simulator: the true average effect of being put in the treated "
+            f"arm over these rows is {pts(c.true_effect)}, "
+            f"{'inside' if inside else 'outside'} the interval.</p>"
+        )
+    out.append(_table(c.by_group, "{:.3f}"))
+    return out
 
 
 EXPERIMENT = "bookpulse-monitoring"

@@ -10,7 +10,7 @@ from pathlib import Path
 from bookpulse.adapters import registry, tracking
 from bookpulse.adapters.registry import Decision
 from bookpulse.config import get_settings
-from bookpulse.specs import spec_named, specs_for
+from bookpulse.specs import load_uplift_specs, spec_named, specs_for
 
 
 @dataclass(frozen=True)
@@ -28,25 +28,44 @@ def promote(
     """Challenger against champion on the latest closed months, for each model asked;
     `decided` hears each decision as it is made (so a later failure loses none)."""
     book = request.book or get_settings().book_dir
-    specs = specs_for(request.model)
+    uplifts = {name: spec for name, (spec, _) in load_uplift_specs().items()}
     tracking.configure(request.home)
     decisions = []
-    for spec in specs:
-        decisions.append(registry.promote(request.home, book, spec))
+
+    def record(decision: Decision) -> None:
+        decisions.append(decision)
         if decided:
-            decided(decisions[-1])
+            decided(decision)
+
+    if request.model in uplifts:
+        record(registry.promote_uplift(request.home, uplifts[request.model]))
+        return decisions
+    for spec in specs_for(request.model, extra=list(uplifts)):
+        record(registry.promote(request.home, book, spec))
+    if request.model == "all":  # the uplift models trained so far (a book may have no lists)
+        for spec in uplifts.values():
+            if registry.has_challenger(spec.registered_name):
+                record(registry.promote_uplift(request.home, spec))
     return decisions
+
+
+def _named(model: str):
+    """A scoring or an uplift model's spec, by name."""
+    uplifts = load_uplift_specs()
+    if model in uplifts:
+        return uplifts[model][0]
+    return spec_named(model)
 
 
 def promotions(home: Path, model: str) -> list[Decision]:
     """Every promotion and rollback decision for one model, newest first."""
-    spec = spec_named(model)
+    spec = _named(model)
     tracking.configure(home)
     return registry.history(spec.name)
 
 
 def rollback(home: Path, model: str) -> Decision:
     """The champion back to the previous champion, recorded."""
-    spec = spec_named(model)
+    spec = _named(model)
     tracking.configure(home)
     return registry.rollback(home, spec)

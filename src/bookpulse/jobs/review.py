@@ -4,7 +4,7 @@ rows against the same RMs' unlisted ones; an HTML report and an MLflow run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +20,15 @@ from bookpulse.config import get_settings
 from bookpulse.errors import MonitorError
 from bookpulse.jobs.monitor import Report
 from bookpulse.labels import labelled_months, labels_for_month
-from bookpulse.model.realised import Realised, list_outcomes, list_totals, realised
-from bookpulse.specs import ModelSpec, Playbook, load_model_specs, load_playbook
+from bookpulse.model.realised import (
+    Caused,
+    Realised,
+    caused,
+    list_outcomes,
+    list_totals,
+    realised,
+)
+from bookpulse.specs import ModelSpec, Playbook, load_model_specs, load_playbook, load_uplift_specs
 
 PROMISED = (
     "auc",
@@ -49,6 +56,96 @@ class ReviewResult:
     report: Report
     results: dict[str, Realised]
     skipped: dict[str, str]  # model or list -> why it was not reviewed
+    caused: dict[str, Caused] = field(default_factory=dict)  # list -> treated vs hold-out
+
+
+def caused_by_lists(
+    book: Path, scored: str, specs: dict[str, ModelSpec], playbook: Playbook
+) -> tuple[dict[str, Caused], dict[str, str]]:
+    """Each list drawn up at month-end `scored` and worked by the bank (the book's `contacts`
+    with list_month `scored`): its treated rows against its randomised hold-out, over the
+    outcome window of the list's model; with the simulator's true average effect when the
+    book has it."""
+    notes: dict[str, str] = {}
+    months = io.read_meta(book)["months"]
+    later = [m for m in io.available_months(book, "contacts") if m > scored]
+    if not io.available_months(book, "contacts"):
+        return {}, {
+            "campaigns": "the book has no contacts table: what the lists' actions "
+            "changed can only be measured against randomised hold-outs"
+        }
+    contacts = io.read_monthly(book, "contacts", later) if later else pd.DataFrame()
+    if not contacts.empty:
+        contacts = contacts.loc[contacts["list_month"].eq(io.month_end(scored))]
+    truth_of = {u.uplift.list: u for u, _ in load_uplift_specs().values()}
+    rms = io.read_static(book, "rms", ["rm_id", "branch_id"])
+    found: dict[str, Caused] = {}
+    for list_name, action_list in playbook.lists.items():
+        rows = contacts.loc[contacts["list"].astype(str).eq(list_name)] if len(contacts) else []
+        if len(rows) == 0:
+            notes[f"list {list_name} by cause"] = f"no contacts of lists drawn up at {scored}"
+            continue
+        spec = specs.get(action_list.model)
+        if spec is None or scored not in labelled_months(months, spec.target):
+            notes[f"list {list_name} by cause"] = "its outcome window has not closed"
+            continue
+        if not rows["assignment"].astype(str).eq("control").any():
+            notes[f"list {list_name} by cause"] = (
+                "no held-out rows: without a randomised hold-out the effect of the calls "
+                "cannot be told from whom the list picked"
+            )
+            continue
+        key, word = spec.id_column, spec.target.label
+        rows = rows.assign(card_id=pd.array(rows["card_id"], dtype="Int64"))
+        labels = labels_for_month(book, spec.target, scored, months)[[key, word]]
+        snap = io.read_monthly(
+            book,
+            "snapshots",
+            [scored],
+            ["customer_id", "aum_total"],
+            ("customer_id", rows["customer_id"].unique()),
+        )
+        joined = (
+            rows.astype({key: "int64"})
+            .merge(labels, on=key)
+            .merge(snap[["customer_id", "aum_total"]], on="customer_id", how="left")
+            .merge(rms, on="rm_id", how="left")
+        )
+        frame = pd.DataFrame(
+            {
+                "treated": joined["assignment"].astype(str).eq("treated").to_numpy(),
+                "y": joined[word].to_numpy(float),
+                "branch_id": joined["branch_id"].to_numpy(),
+                "rm_id": joined["rm_id"].to_numpy(),
+                "assets": joined["aum_total"].fillna(0.0).to_numpy(float),
+            }
+        )
+        uplift_spec = truth_of.get(list_name)
+        found[list_name] = caused(
+            list_name,
+            word,
+            uplift_spec.uplift.aim if uplift_spec else "lower",
+            frame,
+            _true_effect(book, scored, spec, joined, uplift_spec),
+        )
+    return found, notes
+
+
+def _true_effect(book: Path, scored: str, spec: ModelSpec, rows: pd.DataFrame, uplift_spec):
+    """The simulator's average reach x effect over the listed rows (None: not synthetic)."""
+    if uplift_spec is None or not (book / io.TRUTH_DIR).is_dir():
+        return None
+    effect, reach = uplift_spec.uplift.truth_effect, uplift_spec.uplift.truth_reach
+    key = spec.id_column
+    if spec.entity == "card":
+        truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
+        truth = truth.loc[truth["as_of"].eq(io.month_end(scored))]
+    else:
+        truth = io.read_truth(book, [scored])
+    if effect not in truth or reach not in truth:
+        return None
+    merged = rows[[key]].merge(truth[[key, effect, reach]], on=key, how="left")
+    return float((merged[effect] * merged[reach]).mean())
 
 
 def earliest_reviewable(home: Path) -> str:
@@ -153,17 +250,18 @@ def review(request: ReviewRequest) -> ReviewResult:
     scored = io.month_key(request.scored)
     out = Path(request.scores) if request.scores else default_out(home, scored)
     tracking.configure(home)
+    specs, playbook = load_model_specs(), load_playbook()
     try:
-        results, lists, skipped = realised_outcomes(
-            book, scored, out, load_model_specs(), load_playbook()
-        )
+        results, lists, skipped = realised_outcomes(book, scored, out, specs, playbook)
     except (OSError, KeyError, ValueError) as exc:  # missing or damaged score files
         raise MonitorError(
             f"reviewing {scored} failed: {type(exc).__name__}: {exc} (re-score the month with "
             f"`bookpulse score --as-of {scored}`)"
         ) from None
+    by_cause, notes = caused_by_lists(book, scored, specs, playbook)
+    skipped |= notes
     page = reports_dir(home) / f"review-{scored}.html"
-    write_page(page, review_html(scored, results, lists, skipped))
+    write_page(page, review_html(scored, results, lists, skipped, by_cause))
     metrics, tags = {}, {}
     for name, r in results.items():
         for k, v in r.metrics.items():
@@ -174,5 +272,10 @@ def review(request: ReviewRequest) -> ReviewResult:
     for list_name, (_, _, totals) in lists.items():
         metrics[f"list.{list_name}.listed_rate"] = totals["listed_rate"]
         metrics[f"list.{list_name}.not_listed_rate"] = totals["not_listed_rate"]
+    for list_name, c in by_cause.items():
+        for k in ("effect", "effect_low", "effect_high", "rows_gained", "assets_gained"):
+            metrics[f"list.{list_name}.caused_{k}"] = float(c.totals[k])
+        if c.true_effect is not None:
+            metrics[f"list.{list_name}.caused_true_effect"] = c.true_effect
     run_id = log_report_run(home, "review", scored, metrics, tags, page)
-    return ReviewResult(Report(scored, page, run_id), results, skipped)
+    return ReviewResult(Report(scored, page, run_id), results, skipped, by_cause)
