@@ -136,7 +136,7 @@ def _trained_uplift(results) -> None:
         table.add_row(
             r.model,
             r.version,
-            f"{m['qini']:.4f}",
+            f"{m['qini']:.4f} ({m.get('qini_z', float('nan')):+.1f})",
             f"{m['auuc']:.4f}",
             f"{pts(m['ate_realised'])} "
             f"({pts(m['ate_realised_low'])}..{pts(m['ate_realised_high'])})",
@@ -146,7 +146,8 @@ def _trained_uplift(results) -> None:
         )
     console.print(table)
     console.print(
-        "[dim]Effects in percentage points of the outcome, in the direction the action aims at "
+        "[dim]Qini per row (in brackets: in units of its noise, the spread of random orderings' "
+        "Qini). Effects in percentage points of the outcome, in the direction the action aims at "
         "(a fall in churn counts positive), from being put in the treated arm. Ranking vs truth: "
         "the true effects gained down the model's ranking, as a share of what ranking by the "
         "true effects gains (simulator only).[/]"
@@ -273,7 +274,10 @@ def scored(result) -> None:
     for name, n in rows.items():
         table.add_row(name, f"{n:,}")
     console.print(table)
-    models = ", ".join(f"{m.registered_name} v{m.version}" for m in manifest.models.values())
+    models = ", ".join(
+        f"{m.registered_name} v{m.version}"
+        for m in [*manifest.models.values(), *manifest.uplifts.values()]
+    )
     console.print(f"models: {models}")
     console.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     console.print(

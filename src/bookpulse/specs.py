@@ -380,6 +380,15 @@ class UpliftSection(_Strict):
     truth_reach: str | None = Field(
         default=None, description="the simulator's chance to reach a treated row (truth/)"
     )
+    at_stake: Literal["assets"] | float = Field(
+        default="assets",
+        description="what a row's outcome is worth when the action works: 'assets' (the "
+        "customer's assets here at T; a card's holder's) or a fixed amount in CNY",
+    )
+    action_phrase: str = Field(min_length=3, description="the action in a sentence: 'a call'")
+    outcome_phrase: str = Field(
+        min_length=3, description="the outcome in a sentence: '3-month churn risk'"
+    )
 
 
 class UpliftLightGBM(_Strict):
@@ -399,8 +408,10 @@ class UpliftGates(_Strict):
     min_control_rows: int = Field(
         ge=1, description="held-out rows the test months need for the measures to mean anything"
     )
-    min_qini: float = Field(
-        description="least Qini coefficient on the test months (0: no worse than random)"
+    min_qini_z: float = Field(
+        description="least Qini coefficient on the test months in units of its noise (the "
+        "spread of the Qini of random orderings of the same rows): 0 asks for a ranking at "
+        "least as good as random, -2 refuses only one shown to be worse"
     )
 
 
@@ -422,6 +433,11 @@ class UpliftSpec(_Strict):
     def spec_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def prefix(self) -> str:
+        """Its columns in the score tables and its key in API replies: list and action."""
+        return f"{self.uplift.list}_{self.uplift.action}"
 
 
 def load_uplift_spec(
@@ -497,6 +513,18 @@ class ActionList(_Strict):
     share_of_capacity: float = Field(gt=0.0, le=1.0)
     max_decile: int = Field(ge=1, le=10)
     rank: Literal["highest_first", "lowest_first"] = "highest_first"
+    uplift: Name | None = Field(
+        default=None,
+        description="the uplift model (models/<name>.yaml) whose expected value (effect x "
+        "what is at stake) ranks the list once it has a champion; until then, the score ranks it",
+    )
+    hold_out: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=0.5,
+        description="share of each RM's list held out at random (not contacted), so the "
+        "review can measure what the action changed",
+    )
     actions: list[PlaybookAction] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -551,4 +579,11 @@ def load_playbook(path: Path | None = None, models: list[str] | None = None) -> 
                 f"{path}: list {name!r} is ranked by model {lst.model!r}, which has no spec; "
                 f"known models: {', '.join(known)}"
             )
+        if lst.uplift is not None:
+            uplifts = uplift_names(path.parent)
+            if lst.uplift not in uplifts:
+                raise SpecError(
+                    f"{path}: list {name!r} names uplift model {lst.uplift!r}, which has no "
+                    f"spec; uplift models: {', '.join(uplifts) or 'none'}"
+                )
     return playbook

@@ -121,12 +121,12 @@ def test_promotion_follows_the_uplift_gates_and_is_recorded(trained_uplift):
     tracking.configure(home)
     controls = result.metrics["control_rows_test"]
     strict = spec.model_copy(
-        update={"gates": UpliftGates(min_control_rows=int(controls) + 1, min_qini=-1)}
+        update={"gates": UpliftGates(min_control_rows=int(controls) + 1, min_qini_z=-99)}
     )
     kept = registry.promote_uplift(home, strict)
     assert kept.outcome == "kept" and kept.champion_after is None
     assert "held-out rows" in kept.reason and not kept.gates["min_control_rows"]
-    loose = spec.model_copy(update={"gates": UpliftGates(min_control_rows=1, min_qini=-1)})
+    loose = spec.model_copy(update={"gates": UpliftGates(min_control_rows=1, min_qini_z=-99)})
     done = registry.promote_uplift(home, loose)
     assert done.outcome == "promoted" and done.champion_after == result.version
     again = registry.promote_uplift(home, loose)

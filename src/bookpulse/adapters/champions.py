@@ -8,10 +8,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bookpulse.adapters import tracking
-from bookpulse.adapters.registry import load_scoring_model
+from bookpulse.adapters.registry import load_scoring_model, load_uplift_model
 from bookpulse.errors import BookpulseError
 from bookpulse.model.core import Champion
-from bookpulse.specs import ModelSpec
+from bookpulse.model.uplift import UpliftChampion
+from bookpulse.specs import ModelSpec, load_uplift_specs
 
 
 class NoChampion(BookpulseError):
@@ -28,7 +29,27 @@ def load_champion(spec: ModelSpec, threads: int = 0) -> Champion:
             f"`bookpulse train {spec.name}` then `bookpulse promote {spec.name}` (or `make demo`)"
         ) from None
     model = load_scoring_model(name, str(mv.version), threads=threads)
-    return Champion(spec=spec, model=model, version=str(mv.version), run_id=mv.run_id or "")
+    uplifts = tuple(load_uplifts(spec, threads))
+    return Champion(
+        spec=spec, model=model, version=str(mv.version), run_id=mv.run_id or "", uplifts=uplifts
+    )
+
+
+def load_uplifts(spec: ModelSpec, threads: int = 0) -> list[UpliftChampion]:
+    """The champions of the uplift models of actions on `spec`'s outcome (those without one
+    are left out: their lists are ranked by the score until one is promoted)."""
+    client = MlflowClient()
+    out = []
+    for uplift, outcome in load_uplift_specs().values():
+        if outcome.name != spec.name:
+            continue
+        try:
+            mv = client.get_model_version_by_alias(uplift.registered_name, tracking.CHAMPION)
+        except MlflowException:
+            continue
+        model = load_uplift_model(uplift.registered_name, str(mv.version), threads=threads)
+        out.append(UpliftChampion(uplift, model, str(mv.version), mv.run_id or ""))
+    return out
 
 
 def load_champions(specs: list[ModelSpec], threads: int = 0) -> dict[str, Champion]:

@@ -49,6 +49,7 @@ class Manifest(BaseModel):
     rows_in: dict[str, int]
     rows_out: dict[str, int]
     models: dict[str, ManifestModel]
+    uplifts: dict[str, ManifestModel] = {}  # the uplift models whose effects ranked lists
     files: dict[str, dict[str, str | int]]
     timings_seconds: dict[str, float]
     short_history: bool = False  # scored with less history than the features read
@@ -190,6 +191,17 @@ def write_month(
                 trees=c.paths.trees,
             )
             for c in champions.values()
+        },
+        uplifts={
+            u.spec.name: ManifestModel(
+                registered_name=u.spec.registered_name,
+                version=u.version,
+                run_id=u.run_id,
+                spec_hash=u.spec.spec_hash,
+                trees=u.model.effect_treated.num_trees() + u.model.effect_control.num_trees(),
+            )
+            for c in champions.values()
+            for u in c.uplifts
         },
         files=file_entries(tmp),
         timings_seconds=t.seconds,

@@ -60,6 +60,18 @@ def has_challenger(name: str) -> bool:
     return _version(MlflowClient(), name, tracking.CHALLENGER) is not None
 
 
+def load_uplift_model(name: str, version: str, threads: int = 0):
+    """A registered version's UpliftModel, read from its artifact."""
+    from bookpulse.model.uplift import UpliftModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        found = next(Path(local).rglob(tracking.UPLIFT_MODEL_FILE), None)
+        if found is None:
+            raise RegistryError(f"{name} version {version} has no {tracking.UPLIFT_MODEL_FILE}")
+        return UpliftModel.from_json(found.read_text(), threads=threads)
+
+
 def load_scoring_model(name: str, version: str, threads: int = 0) -> ScoringModel:
     """A registered version's ScoringModel, read from its artifact."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,12 +240,13 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
     m = run.data.metrics
     metrics = {
         "challenger_qini": float(m.get("qini", float("nan"))),
+        "challenger_qini_z": float(m.get("qini_z", float("nan"))),
         "challenger_control_rows": float(m.get("control_rows_test", 0.0)),
         "challenger_ate_realised": float(m.get("ate_realised", float("nan"))),
     }
     gates = {
         "min_control_rows": metrics["challenger_control_rows"] >= spec.gates.min_control_rows,
-        "min_qini": metrics["challenger_qini"] >= spec.gates.min_qini,
+        "min_qini_z": metrics["challenger_qini_z"] >= spec.gates.min_qini_z,
     }
     failed = [g for g, ok in gates.items() if not ok]
     if failed:
@@ -241,8 +254,9 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
             "min_control_rows": f"{metrics['challenger_control_rows']:.0f} held-out rows in the "
             f"test months, fewer than the {spec.gates.min_control_rows} needed to measure an "
             "effect (hold more out, or wait for more months of lists)",
-            "min_qini": f"Qini {metrics['challenger_qini']:.4f} below the minimum "
-            f"{spec.gates.min_qini}: the ranking does worse than the gate allows",
+            "min_qini_z": f"Qini {metrics['challenger_qini']:.4f} is "
+            f"{metrics['challenger_qini_z']:.1f} times its noise, below the minimum "
+            f"{spec.gates.min_qini_z}: the ranking does worse than random orderings",
         }
         decision = Decision(
             spec.name,

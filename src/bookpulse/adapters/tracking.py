@@ -19,6 +19,7 @@ from bookpulse.errors import BookpulseError
 from bookpulse.model.fit import ScoringModel
 
 MODEL_FILE = "scoring_model.json"
+UPLIFT_MODEL_FILE = "uplift_model.json"
 REFERENCE_FILE = "reference.json"  # the training window's profile, for the monitor
 CHALLENGER = "challenger"
 CHAMPION = "champion"

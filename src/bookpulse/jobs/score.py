@@ -49,6 +49,7 @@ from bookpulse.model.batch import (
     planned_lists,
     require_features,
     score_rows,
+    uplift_specs,
 )
 from bookpulse.model.core import Champion
 from bookpulse.model.lists import action_list, list_candidates
@@ -242,7 +243,7 @@ def score_month(
             card, card_dists = month_cards(staged.card_parts, prefixes["card"])
             dists = staged.distributions() | card_dists
             columns = {"customer": staged.ranked_columns(dists), "card": list(card)}
-            plan = planned_lists(playbook, specs, columns)
+            plan = planned_lists(playbook, specs, columns, uplift_specs(champions))
             candidates = staged.write_ranked(tmp / "customers.parquet", dists, plan, rms)
             t0 = t.add("ranks", t0)
             lists = month_lists(plan, candidates, card, rms, branches)
@@ -336,14 +337,14 @@ def merge_candidates(
     """Each customer list's candidates so far merged with a part's (`list_candidates` of a
     ranked part, or taken already: a dict by list): never more rows than the list itself."""
     out = dict(candidates)
-    for name, lst, spec in plan:
+    for name, lst, spec, uplift in plan:
         if spec.entity == "customer":
             if isinstance(part, dict):
                 mine = part[name]
             else:
-                mine = list_candidates(lst, part, spec.prefix, spec.id_column, rms)
+                mine = list_candidates(lst, part, spec.prefix, spec.id_column, rms, uplift)
             both = pd.concat([out[name], mine]) if name in out else mine
-            out[name] = list_candidates(lst, both, spec.prefix, spec.id_column, rms)
+            out[name] = list_candidates(lst, both, spec.prefix, spec.id_column, rms, uplift)
     return out
 
 
@@ -364,8 +365,9 @@ def month_lists(
             spec.id_column,
             rms,
             branches,
+            uplift,
         )
-        for name, lst, spec in plan
+        for name, lst, spec, uplift in plan
     }
 
 

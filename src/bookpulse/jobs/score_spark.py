@@ -48,9 +48,10 @@ from bookpulse.jobs.score import (
     short_history,
     write_parts,
 )
-from bookpulse.model.batch import online_rows, planned_lists, score_rows
+from bookpulse.model.batch import online_rows, planned_lists, score_rows, uplift_specs
 from bookpulse.model.core import Champion
 from bookpulse.model.fit import ScoringModel
+from bookpulse.model.uplift import UpliftChampion, UpliftModel
 from bookpulse.specs import FeatureSpec, Playbook
 
 ROWS_PER_PARTITION = 250_000  # as the local engine's partitions
@@ -76,13 +77,31 @@ def session(master: str = "local[*]", app: str = "bookpulse-score"):
 
 def _models(champions: dict[str, Champion]) -> dict[str, tuple]:
     """What a task needs to rebuild the champions: picklable text, not boosters."""
-    return {name: (c.spec, c.model.to_json(), c.version, c.run_id) for name, c in champions.items()}
+    return {
+        name: (
+            c.spec,
+            c.model.to_json(),
+            c.version,
+            c.run_id,
+            [(u.spec, u.model.to_json(), u.version, u.run_id) for u in c.uplifts],
+        )
+        for name, c in champions.items()
+    }
 
 
 def _champions(models: dict[str, tuple]) -> dict[str, Champion]:
     return {
-        name: Champion(spec, ScoringModel.from_json(text, threads=1), version, run_id)
-        for name, (spec, text, version, run_id) in models.items()
+        name: Champion(
+            spec,
+            ScoringModel.from_json(text, threads=1),
+            version,
+            run_id,
+            tuple(
+                UpliftChampion(u_spec, UpliftModel.from_json(u_text, threads=1), u_ver, u_run)
+                for u_spec, u_text, u_ver, u_run in uplifts
+            ),
+        )
+        for name, (spec, text, version, run_id, uplifts) in models.items()
     }
 
 
@@ -159,7 +178,7 @@ def score_month_spark(
             dists |= {p: _sorted_probabilities(staged, n, p) for p in prefixes["customer"]}
             first = pd.read_parquet(staged / "customers-00000.parquet").head(0)
             columns = {"customer": list(rank_part(first, dists)), "card": list(card)}
-            plan = planned_lists(playbook, specs, columns)
+            plan = planned_lists(playbook, specs, columns, uplift_specs(champions))
             book_dists = sc.broadcast({p: dists[p] for p in prefixes["customer"]})
             _run_tasks(spark, bounds, _rank_task(staged, book_dists, plan, rms), "part int")
             book_dists.unpersist()

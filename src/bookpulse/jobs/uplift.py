@@ -27,8 +27,6 @@ from bookpulse.model import uplift
 from bookpulse.model.dataset import contacts_of, uplift_months, uplift_set
 from bookpulse.specs import ModelSpec, UpliftSpec
 
-UPLIFT_MODEL_FILE = "uplift_model.json"
-
 
 def _true_benefit(
     book: Path, spec: UpliftSpec, outcome: ModelSpec, rows: pd.DataFrame, sign: float
@@ -156,7 +154,7 @@ def train_uplift(
             )
             (out / "spec.json").write_text(spec.model_dump_json(indent=2))
             mlflow.log_artifacts(str(out), artifact_path="validation")
-            model_file = out / UPLIFT_MODEL_FILE
+            model_file = out / tracking.UPLIFT_MODEL_FILE
             model_file.write_text(model.to_json())
             example = tracking.example_input(test, list(spec.features))
             signature = infer_signature(example, pd.DataFrame({"effect": effect[:5]}))
@@ -214,7 +212,8 @@ def _card(spec, outcome, train_months, test_months, n_train, n_test, controls, m
         "",
         "| measure | value |",
         "|---|---|",
-        f"| Qini coefficient (realised, per row) | {m['qini']:.4f} |",
+        f"| Qini coefficient (realised, per row) | {m['qini']:.4f} "
+        f"({m['qini_z']:+.1f} times its noise {m['qini_noise']:.4f}) |",
         f"| AUUC (realised, per row) | {m['auuc']:.4f} |",
         f"| average effect, realised treated vs hold-out | {pct(m['ate_realised'])} "
         f"(95% {pct(m['ate_realised_low'])} .. {pct(m['ate_realised_high'])}) |",

@@ -19,7 +19,8 @@ from bookpulse.errors import ScoringError
 from bookpulse.labels import in_population
 from bookpulse.model.core import Champion, percentile_and_decile, rank_in_book, score_frame
 from bookpulse.model.lists import action_list
-from bookpulse.specs import ActionList, FeatureSpec, ModelSpec, Playbook
+from bookpulse.model.uplift import effect_columns
+from bookpulse.specs import ActionList, FeatureSpec, ModelSpec, Playbook, UpliftSpec
 
 CHUNK_ROWS = 100_000
 CUSTOMER_BASE = ["customer_id", "as_of", "branch_id", "rm_id", "segment", "tier"]
@@ -91,6 +92,10 @@ def score_rows(
             frame = scored_population(champ.spec, features)
             scores = _score_chunked(champ, frame, catalogs[entity], progress)
             table = table.join(_prefixed(scores, key, champ.spec.prefix), how="left")
+            for uc in champ.uplifts:  # what each action would change, on the same rows
+                effects = effect_columns(uc, frame, entity)
+                effects.index = frame[key].to_numpy()
+                table = table.join(effects, how="left")
         out.append(table.reset_index())
     return out[0], out[1]
 
@@ -150,16 +155,28 @@ def add_book_ranks(
     return add_ranks(table, prefix, below, len(book), inplace)
 
 
+def uplift_specs(champions: dict[str, Champion]) -> dict[str, UpliftSpec]:
+    """The uplift models the champions carry, by name."""
+    return {u.spec.name: u.spec for c in champions.values() for u in c.uplifts}
+
+
 def planned_lists(
-    playbook: Playbook, specs: dict[str, ModelSpec], columns: dict[str, list[str]]
-) -> list[tuple[str, ActionList, ModelSpec]]:
+    playbook: Playbook,
+    specs: dict[str, ModelSpec],
+    columns: dict[str, list[str]],
+    uplifts: dict[str, UpliftSpec] | None = None,
+) -> list[tuple[str, ActionList, ModelSpec, UpliftSpec | None]]:
     """The playbook's lists whose model scored this month: (list name, list, its model's
-    spec), given each entity's score-table `columns`."""
+    spec, the uplift model that ranks it or None), given each entity's score-table
+    `columns` and the uplift models that scored this month (`uplifts`, by name)."""
     out = []
     for name, lst in playbook.lists.items():
         spec = specs.get(lst.model)
         if spec is not None and f"{spec.prefix}_probability" in columns[spec.entity]:
-            out.append((name, lst, spec))
+            uplift = (uplifts or {}).get(lst.uplift) if lst.uplift else None
+            if uplift is not None and f"{uplift.prefix}_value" not in columns[spec.entity]:
+                uplift = None
+            out.append((name, lst, spec, uplift))
     return out
 
 
@@ -170,15 +187,16 @@ def build_lists(
     branches: pd.DataFrame,
     playbook: Playbook,
     specs: dict[str, ModelSpec],
+    uplifts: dict[str, UpliftSpec] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each playbook list whose model scored this month, from its entity's score table."""
     tables = {"customer": customers, "card": cards}
     columns = {e: list(t.columns) for e, t in tables.items()}
     return {
         name: action_list(
-            name, lst, tables[spec.entity], spec.prefix, spec.id_column, rms, branches
+            name, lst, tables[spec.entity], spec.prefix, spec.id_column, rms, branches, uplift
         )
-        for name, lst, spec in planned_lists(playbook, specs, columns)
+        for name, lst, spec, uplift in planned_lists(playbook, specs, columns, uplifts)
     }
 
 

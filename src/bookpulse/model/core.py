@@ -35,6 +35,7 @@ class Champion:
     model: ScoringModel
     version: str
     run_id: str
+    uplifts: tuple = ()  # UpliftChampions of actions on this model's outcome (model.uplift)
 
     @cached_property
     def paths(self) -> PathAttribution:

@@ -35,6 +35,7 @@ from bookpulse.model.fit import category_levels, prepare
 
 TREATED, CONTROL = "treated", "control"
 QINI_OF = {"model": "qini", "truth-ranked": "qini_truth_ranked"}  # the curves' metrics
+NOISE_DRAWS = 100  # random orderings whose Qini spread is the measure's noise
 
 
 @dataclass
@@ -81,6 +82,47 @@ class UpliftModel:
             categories={k: list(v) for k, v in d["categories"].items()},
             threads=threads,
         )
+
+
+@dataclass(frozen=True)
+class UpliftChampion:
+    """A registered uplift model ready to score: its spec, the fitted model, its version."""
+
+    spec: object  # UpliftSpec (specs imports nothing from here; kept loose to avoid a cycle)
+    model: UpliftModel
+    version: str
+    run_id: str
+
+    @property
+    def prefix(self) -> str:
+        return self.spec.prefix
+
+
+ASSET_FEATURE = {"customer": "aum_log", "card": "holder_aum_log"}  # log1p of assets here
+
+
+def effect_columns(uc: UpliftChampion, frame: pd.DataFrame, entity: str) -> pd.DataFrame:
+    """`<prefix>_effect` (the change in the outcome's probability from putting the row in the
+    list's treated arm), `<prefix>_benefit` (the same in the direction the action aims at) and
+    `<prefix>_value` (benefit times what is at stake, CNY) for the rows of `frame`."""
+    effect = uc.model.effect(frame)
+    sign = -1.0 if uc.spec.uplift.aim == "lower" else 1.0
+    stake = uc.spec.uplift.at_stake
+    if stake == "assets":
+        log_assets = frame[ASSET_FEATURE[entity]].to_numpy(np.float64, na_value=np.nan)
+        worth = np.expm1(np.nan_to_num(log_assets, nan=0.0)).clip(0)
+    else:
+        worth = np.full(len(frame), float(stake))
+    p = uc.prefix
+    return pd.DataFrame(
+        {
+            f"{p}_effect": effect,
+            f"{p}_benefit": sign * effect,
+            f"{p}_at_stake": worth,
+            f"{p}_value": sign * effect * worth,
+        },
+        index=frame.index,
+    )
 
 
 def feature_matrix(
@@ -260,10 +302,17 @@ def evaluate(
     good = np.asarray(good, float)
     rt, rc = good[treated].mean(), good[~treated].mean()
     se = np.sqrt(rt * (1 - rt) / treated.sum() + rc * (1 - rc) / (~treated).sum())
+    rng = np.random.default_rng(0)
+    noise = float(
+        np.std([qini_coefficient(rng.random(good.size), good, treated) for _ in range(NOISE_DRAWS)])
+    )
+    qini = qini_coefficient(benefit, good, treated)
     m = {
         "rows_test": float(good.size),
         "control_rows_test": float((~treated).sum()),
-        "qini": qini_coefficient(benefit, good, treated),
+        "qini": qini,
+        "qini_noise": noise,
+        "qini_z": qini / noise if noise > 0 else 0.0,
         "auuc": auuc(benefit, good, treated),
         "ate_realised": float(rt - rc),
         "ate_realised_low": float(rt - rc - 1.96 * se),
