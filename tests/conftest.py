@@ -4,6 +4,7 @@ batch's in jobs/ both score with them)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,23 @@ def champions(trainable_book: Path) -> dict[str, Champion]:
         calib = data.loc[data["as_of"].isin(ms[n - 1 :])]
         model = fit_model(quick, train, valid, calib, threads=1)
         out[name] = Champion(spec=spec, model=model, version="7", run_id=f"run-{name}")
+    # the retention list's uplift model rides with the churn champion, as the registry loads it
+    out["churn"] = dataclasses.replace(out["churn"], uplifts=(_uplift(trainable_book, months),))
     return out
+
+
+def _uplift(book: Path, months: list[str]):
+    """The retention call's uplift model, fitted on the book's past lists (no MLflow)."""
+    from bookpulse.model.dataset import contacts_of, uplift_set
+    from bookpulse.model.uplift import UpliftChampion, fit_uplift
+    from bookpulse.specs import load_uplift_specs
+
+    spec, outcome = load_uplift_specs()["retention_call_uplift"]
+    contacts = contacts_of(book, spec.uplift.list, spec.uplift.action)
+    rows = uplift_set(book, outcome, spec.features, contacts, months[4:18])
+    quick = {"n_estimators": 40, "learning_rate": 0.1, "num_leaves": 4, "min_child_samples": 50}
+    model = fit_uplift(spec.features, rows, outcome.target.label, quick, quick, threads=1)
+    return UpliftChampion(spec, model, "3", "run-retention-call")
 
 
 @pytest.fixture(scope="session")

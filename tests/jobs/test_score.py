@@ -103,11 +103,26 @@ def test_lists_are_ranked_capped_per_rm_and_carry_an_action(scored, trainable_bo
         assert (per_rm["count"] <= caps.reindex(per_rm.index)).all()
         assert (per_rm["max"] == per_rm["count"]).all(), "ranks run 1..n within an RM"
         ascending = lst.rank == "lowest_first"
+        by_value = df["expected_value"].notna().any()  # an uplift champion ranks it
+        assert by_value == (name == "retention"), name  # the fixture's one uplift champion
         for _, g in df.groupby("rm_id"):
-            p = g.sort_values("rank")["probability"].to_numpy()
+            g = g.sort_values("rank")
+            if by_value:  # the most value of a call first
+                assert (np.diff(g["expected_value"].to_numpy()) <= 0).all()
+                continue
+            p = g["probability"].to_numpy()
             assert (np.diff(p) >= 0).all() if ascending else (np.diff(p) <= 0).all()
         if not ascending:
             assert (df["decile"] <= lst.max_decile).all()
+        # a tenth of each list held out at random, not contacted
+        assert set(df["assignment"]) == {"treated", "control"}
+        assert 0.03 < df["assignment"].eq("control").mean() < 0.2
+        if by_value:
+            said = df["expected_effect"]
+            assert said.str.contains(
+                r"^a call (?:lowers|raises|hardly changes) this customer's"
+            ).all()
+            assert said.str.contains("at stake").all()
         assert df["suggested_action"].str.len().min() > 10 and df["reason"].notna().all()
         for _, row in df.head(20).iterrows():
             assert row["suggested_action"] == lst.action_for(row["segment"], row["tier"])

@@ -16,7 +16,7 @@ from bookpulse.features import build_features, read_frames
 from bookpulse.features.history import read_linked_facts
 from bookpulse.jobs import score as score_job
 from bookpulse.jobs.score import customer_partitions, partition_features
-from bookpulse.model.batch import add_ranks, build_lists, score_rows
+from bookpulse.model.batch import add_ranks, build_lists, score_rows, uplift_specs
 
 
 def whole_book(book: Path, month: str, champions, catalogs, playbook):
@@ -32,7 +32,11 @@ def whole_book(book: Path, month: str, champions, catalogs, playbook):
     rms = io.read_static(book, "rms")
     branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
     specs = {c.name: c.spec for c in champions.values()}
-    return cust, card, build_lists(cust, card, rms, branches, playbook, specs)
+    return (
+        cust,
+        card,
+        build_lists(cust, card, rms, branches, playbook, specs, uplift_specs(champions)),
+    )
 
 
 @pytest.fixture(scope="module")

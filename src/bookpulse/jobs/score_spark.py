@@ -183,7 +183,7 @@ def score_month_spark(
             _run_tasks(spark, bounds, _rank_task(staged, book_dists, plan, rms), "part int")
             book_dists.unpersist()
             candidates: dict[str, pd.DataFrame] = {}
-            lists_of_customers = [name for name, _, spec in plan if spec.entity == "customer"]
+            lists_of_customers = [name for name, _, spec, _ in plan if spec.entity == "customer"]
             for p in range(n):
                 part = {
                     name: pd.read_parquet(staged / f"candidates-{name}-{p:05d}.parquet")
