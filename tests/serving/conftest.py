@@ -35,6 +35,7 @@ def served_home(trainable_book: Path, tmp_path_factory) -> Path:
     tracking.configure(home)
     for spec in specs:
         assert promote(home, trainable_book, spec).outcome == "promoted"
+    _retention_uplift(trainable_book, home)
     catalog = load_feature_catalog()
     catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
     champions = load_champions(specs)
@@ -53,3 +54,22 @@ def api_env(served_home: Path, monkeypatch) -> Path:
     monkeypatch.setenv("BOOKPULSE_ADMIN_KEYS", ADMIN_KEY)
     monkeypatch.delenv("BOOKPULSE_ONLINE_STORE", raising=False)
     return served_home
+
+
+def _retention_uplift(book: Path, home: Path) -> None:
+    """The retention call's uplift model, trained small and promoted: the champions load it
+    with the churn champion, so the batch and the API rank and answer with it."""
+    from bookpulse.adapters.registry import promote_uplift
+    from bookpulse.jobs.uplift import train_uplift
+    from bookpulse.specs import UpliftGates, UpliftLightGBM, load_uplift_specs
+
+    spec, outcome = load_uplift_specs()["retention_call_uplift"]
+    small = {"n_estimators": 40, "learning_rate": 0.1, "num_leaves": 4, "min_child_samples": 50}
+    spec = spec.model_copy(
+        update={
+            "lightgbm": UpliftLightGBM(outcome=small, effect=small),
+            "gates": UpliftGates(min_control_rows=1, min_qini_z=-99),
+        }
+    )
+    train_uplift(book, home, spec, outcome, threads=1)
+    assert promote_uplift(home, spec).outcome == "promoted"

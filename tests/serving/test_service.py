@@ -96,6 +96,32 @@ def test_scores_by_id_equal_the_batch(client, batch) -> None:
     assert sample["wealth_probability"].isna().any()
 
 
+def test_the_next_best_action_is_the_batchs_expected_value(client, batch) -> None:
+    """Beside the scores: what a retention call would change for this customer, as the batch's
+    list ranked it, and the action worth most (none when no call helps)."""
+    cust = batch["customers"]
+    ids = [int(i) for i in cust.index[:60]]
+    body = client.post("/v1/customers/score", json={"customer_ids": ids}, headers=AUTH).json()
+    called = 0
+    for res in body["results"]:
+        row = cust.loc[res["id"]]
+        action = res.get("actions", {}).get("retention_call")
+        if pd.isna(row["retention_call_effect"]):
+            assert action is None
+            continue
+        called += 1
+        assert action["effect"] == pytest.approx(row["retention_call_effect"], rel=1e-9)
+        assert action["expected_value"] == pytest.approx(row["retention_call_value"], rel=1e-9)
+        assert action["expected_effect"].startswith("a call ")
+        best = res["next_best_action"]
+        if action["expected_value"] > 0:
+            assert best["list"] == "retention" and best["action"] == "call"
+            assert best["expected_value"] == action["expected_value"]
+        else:
+            assert best is None
+    assert called > 20
+
+
 def test_cards_by_id_equal_the_batch(client, batch) -> None:
     cards = batch["cards"]
     ids = [int(i) for i in cards.index[:20]]

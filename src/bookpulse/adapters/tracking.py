@@ -60,6 +60,8 @@ def configure(home: Path) -> str:
     once on entry; a call that changes nothing does nothing (the demo runs several jobs)."""
     global _configured
     home = Path(home)
+    # a model's artifacts are a few dozen files: no progress bar per download in job output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     uri = tracking_uri(home)
     wanted = (uri, before["MLFLOW_REGISTRY_URI"] or uri)

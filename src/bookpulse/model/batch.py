@@ -19,7 +19,7 @@ from bookpulse.errors import ScoringError
 from bookpulse.labels import in_population
 from bookpulse.model.core import Champion, percentile_and_decile, rank_in_book, score_frame
 from bookpulse.model.lists import action_list
-from bookpulse.model.uplift import effect_columns
+from bookpulse.model.uplift import ASSET_FEATURE, effect_columns
 from bookpulse.specs import ActionList, FeatureSpec, ModelSpec, Playbook, UpliftSpec
 
 CHUNK_ROWS = 100_000
@@ -200,6 +200,21 @@ def build_lists(
     }
 
 
+def stored_features(champions: dict[str, Champion], entity: str) -> list[str]:
+    """The features an entity's answers need, sorted: what its champions and their uplift
+    models use, the population rules read and the assets an action's stake is counted in."""
+    used = set()
+    for c in champions.values():
+        if c.spec.entity != entity:
+            continue
+        used |= {*c.model.features, *population_columns(c.spec)}
+        for u in c.uplifts:
+            used |= set(u.model.features)
+            if u.spec.uplift.at_stake == "assets":
+                used.add(ASSET_FEATURE[entity])
+    return sorted(used)
+
+
 def online_rows(
     champions: dict[str, Champion], entity: str, features: pd.DataFrame, table: pd.DataFrame
 ) -> pd.DataFrame:
@@ -207,8 +222,7 @@ def online_rows(
     features the champions use and the row's context (branch, RM, segment, tier) from its
     score `table`. The Spark engine builds the same rows in its tasks."""
     key = ENTITY_KEYS[entity]
-    mine = [c for c in champions.values() if c.spec.entity == entity]
-    used = sorted({f for c in mine for f in [*c.model.features, *population_columns(c.spec)]})
+    used = stored_features(champions, entity)
     context = ["customer_id", "branch_id", "rm_id", "segment", "tier"]
     ctx = table[[key, *[c for c in context if c != key]]].set_index(key)
     feats = features[[key, "as_of", *[f for f in used if f not in ctx.columns]]]

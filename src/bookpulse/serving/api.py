@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bookpulse.domain import ENTITY_CONTEXT, ENTITY_KEYS
 from bookpulse.labels import in_population
-from bookpulse.model.batch import population_columns
+from bookpulse.model.batch import stored_features
 from bookpulse.model.core import Champion, percentile_arrays, score_records
+from bookpulse.model.lists import effect_sentences
+from bookpulse.model.uplift import effect_columns
 from bookpulse.specs import FeatureSpec, Playbook
 
 
@@ -38,11 +40,9 @@ class Scorer:
         return [c for c in self.champions.values() if c.spec.entity == entity]
 
     def features(self, entity: str) -> list[str]:
-        """Every feature the entity's champions use or their populations read, in a fixed
-        order."""
-        return sorted(
-            {f for c in self.of(entity) for f in [*c.model.features, *population_columns(c.spec)]}
-        )
+        """Every feature the entity's champions and their uplift models use or their
+        populations read, in a fixed order."""
+        return stored_features(self.champions, entity)
 
     # --- by id ------------------------------------------------------------------------
     def score_ids(self, entity: str, ids: list[int]) -> list[dict]:
@@ -113,7 +113,45 @@ class Scorer:
                     "model_version": scored[j]["model_version"],
                     "run_id": scored[j]["run_id"],
                 }
+            if champ.uplifts:  # an absent feature is missing, as the scoring core reads it
+                needed = stored_features({champ.name: champ}, entity)
+                frame = pd.DataFrame([records[i] for i in rows]).reindex(columns=needed)
+                for uc in champ.uplifts:
+                    self._add_action(uc, entity, frame, rows, probs, out)
+        for o in out:
+            o["next_best_action"] = next_best_action(o.get("actions", {}))
         return out
+
+    @staticmethod
+    def _add_action(uc, entity: str, frame: pd.DataFrame, rows, probs, out) -> None:
+        """What the uplift model's action would change for each row (`actions`)."""
+        cols = effect_columns(uc, frame, entity)
+        p = uc.prefix
+        noun = "card" if entity == "card" else "customer"
+        said = effect_sentences(
+            uc.spec, noun, probs, cols[f"{p}_effect"].to_numpy(), cols[f"{p}_at_stake"].to_numpy()
+        )
+        for j, i in enumerate(rows):
+            out[i].setdefault("actions", {})[p] = {
+                "list": uc.spec.uplift.list,
+                "action": uc.spec.uplift.action,
+                "effect": float(cols[f"{p}_effect"].iloc[j]),
+                "at_stake": float(cols[f"{p}_at_stake"].iloc[j]),
+                "expected_value": float(cols[f"{p}_value"].iloc[j]),
+                "expected_effect": said[j],
+                "model": uc.spec.registered_name,
+                "model_version": uc.version,
+            }
+
+
+def next_best_action(actions: dict[str, dict]) -> dict | None:
+    """The action worth most to this customer (expected value: what it changes in the aimed
+    direction times what is at stake), if any is worth anything; None: no call helps."""
+    best = max(actions.values(), key=lambda a: a["expected_value"], default=None)
+    if best is None or not best["expected_value"] > 0:
+        return None
+    keys = ("list", "action", "expected_effect", "expected_value", "effect", "at_stake")
+    return {k: best[k] for k in keys}
 
 
 def _ranks(probs: np.ndarray, dist: np.ndarray | None) -> tuple[list, list]:
