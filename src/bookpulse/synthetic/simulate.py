@@ -805,12 +805,7 @@ class _Simulation:
         products = self._products()
         care = self.rm_diligence[self.rm] * TIER_CARE[tier]
         gap = self.ext - self.x
-        recent_exit = ((self.exit_idx <= t) & (self.exit_idx >= t - 2)).astype(float)
-        contagion = np.bincount(
-            self.rel_src,
-            weights=self.rel_weight * recent_exit[self.rel_dst],
-            minlength=self.x.size,
-        )
+        contagion = self._contagion(t - 2, t)
         high = (tier >= 3) & live
         high_linked = (
             np.bincount(
@@ -823,8 +818,6 @@ class _Simulation:
         if self.high_months is not None:
             self.high_months[:, t] = high
         if self.x_src.size:  # links to earlier blocks' customers, from the book's record
-            gone = ((self.x_exit <= t) & (self.x_exit >= t - 2)).astype(float)
-            contagion += np.bincount(self.x_src, weights=self.x_weight * gone, minlength=self.n)
             high_linked |= (
                 np.bincount(self.x_src, weights=self.x_high[:, t].astype(float), minlength=self.n)
                 > 0
@@ -865,6 +858,38 @@ class _Simulation:
             "leave": expit(LEAVE_BASE + 0.5 * z),
             "consolidate": consolidate,
             "jump": np.log1p(self.consolidate_fraction * np.exp(np.minimum(gap, 30.0))),
+        }
+
+    def _contagion(self, first: int, last: int) -> np.ndarray:
+        """Per customer, the weighted count of linked customers who attrited in months
+        first..last (links within the block and, from the book's record, to earlier blocks)."""
+        gone = ((self.exit_idx <= last) & (self.exit_idx >= first)).astype(float)
+        out = np.bincount(
+            self.rel_src, weights=self.rel_weight * gone[self.rel_dst], minlength=self.n
+        )
+        if self.x_src.size:
+            x_gone = ((self.x_exit <= last) & (self.x_exit >= first)).astype(float)
+            out += np.bincount(self.x_src, weights=self.x_weight * x_gone, minlength=self.n)
+        return out
+
+    def _ahead(self, t: int, d: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+        """The transition odds of month t+step from the state at month-end t: as `d` (the
+        drivers at t), but with the contagion of the linked attritions known at t aged by
+        step-1 months (it lasts three months; later attritions are not known at t)."""
+        if step == 1:
+            return d
+        now = np.minimum(self._contagion(t - 2, t), 2.0)
+        then = np.minimum(self._contagion(t + step - 3, t), 2.0)
+        dz = 1.6 * (then - now)
+        if not dz.any():
+            return d
+        cool = expit(logit(d["cool"]) + dz)
+        ratio = (1 + 2 * np.minimum(then, 1.0)) / (1 + 2 * np.minimum(now, 1.0))
+        return {
+            **d,
+            "cool": cool,
+            "sudden": d["sudden"] * cool / d["cool"] * ratio,
+            "leave": expit(logit(d["leave"]) + 0.5 * dz),
         }
 
     def _wealth_take_up(self, tier: np.ndarray, contacts: np.ndarray | int) -> np.ndarray:
@@ -963,12 +988,17 @@ class _Simulation:
         the first two if a call or an offer reached the customer next month, and the chance to
         reach them (`synthetic.campaigns`)."""
         idx = np.flatnonzero(active)
-        di = {k: v[idx] for k, v in self._shocked(d, t).items()}
-        if self.campaigns:  # the transition odds of months t+1 .. t+3, responses in force
+        # the transition odds of months t+1 .. t+3: contagion ageing, responses in force
+        dj = [
+            {k: v[idx] for k, v in self._shocked(self._ahead(t, d, j), t).items()}
+            for j in (1, 2, 3)
+        ]
+        di = dj[0]
+        if self.campaigns:
             steps = [self._in_force(t + j, idx) for j in (1, 2, 3)]
-            base = [self._responding(di, m, shift) for m, shift in steps]
+            base = [self._responding(x, m, shift) for x, (m, shift) in zip(dj, steps, strict=True)]
         else:
-            base = [di] * 3
+            base = dj
         tms = [self._transition(x) for x in base]
         e = self.engagement[idx]
         p_churn, stay = self._chain(tms, [x["consolidate"] for x in base], e)
@@ -983,7 +1013,10 @@ class _Simulation:
             tier, gap = di["tier"], self.ext[idx] - self.x[idx]
             averse, receptive = self.averse[idx], self.receptive[idx]
             call_m = np.exp(cmp.call_effect(tier, gap, averse, receptive))
-            called = [self._transition(self._responding(di, call_m, s)) for _, s in steps]
+            called = [
+                self._transition(self._responding(x, call_m, s))
+                for x, (_, s) in zip(dj, steps, strict=True)
+            ]
             p_called, _ = self._chain(called, [x["consolidate"] for x in base], e)
             shift = cmp.offer_effect(tier, gap, averse, receptive)
             offered = expit(logit(di["consolidate"]) + shift)
