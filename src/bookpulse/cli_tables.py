@@ -343,10 +343,45 @@ def reviewed(result) -> None:
             "; ".join(r.reasons) or "-",
         )
     console.print(table)
+    if result.caused:
+        _caused(report.month, result.caused)
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} not reviewed:[/] {why}")
     console.print(
         f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
+    )
+
+
+def _caused(month: str, caused) -> None:
+    table = Table(title=f"Lists drawn up at {month}, by cause: treated against the hold-out")
+    cols = ("list", "treated", "held out", "effect (95%)", "kept or won", "assets", "true effect")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "list" else "right")
+
+    def pts(x: float) -> str:
+        return f"{100 * x:+.1f}"
+
+    for name, c in caused.items():
+        t = c.totals
+        true = "-"
+        if c.true_effect is not None:
+            inside = t["effect_low"] <= c.true_effect <= t["effect_high"]
+            true = f"{pts(c.true_effect)} ({'inside' if inside else 'outside'})"
+        table.add_row(
+            name,
+            f"{int(t['treated']):,} ({t['treated_rate']:.1%})",
+            f"{int(t['control']):,} ({t['control_rate']:.1%})",
+            f"{pts(t['effect'])} ({pts(t['effect_low'])}..{pts(t['effect_high'])})",
+            f"{t['rows_gained']:,.0f} ({t['rows_gained_low']:,.0f}..{t['rows_gained_high']:,.0f})",
+            "-" if c.outcome == "activated" else f"CNY {t['assets_gained'] / 1e6:,.1f}M",
+            true,
+        )
+    console.print(table)
+    console.print(
+        "[dim]Effect: the treated arm's outcome rate minus the randomised hold-out's, in points "
+        "(intention to treat). Kept or won: the effect in the aimed direction times the treated "
+        "rows; assets: with asset-weighted rates. True effect: the simulator's, over the listed "
+        "rows.[/]"
     )
 
 

@@ -18,6 +18,15 @@ KEY_METRICS = (
     "lift_top10",
     "capture_top10",
     "psi_train_test",
+    # uplift models
+    "qini",
+    "qini_z",
+    "auuc",
+    "ate_realised",
+    "ate_predicted",
+    "ate_true",
+    "expected_gain_ratio",
+    "control_rows_test",
 )
 
 

@@ -8,11 +8,12 @@ import pandas as pd
 
 from bookpulse.adapters import tracking
 from bookpulse.adapters.runs import compare_runs
-from bookpulse.specs import spec_named
+from bookpulse.specs import load_uplift_specs, spec_named
 
 
 def runs(home: Path, model: str, last: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(key metrics, parameters that differ) of the model's `last` runs, newest first."""
-    spec = spec_named(model)
+    uplifts = load_uplift_specs()
+    spec = uplifts[model][0] if model in uplifts else spec_named(model)
     tracking.configure(home)
     return compare_runs(spec.registered_name, last)

@@ -29,8 +29,11 @@ most); wealth take-up (``p_wealth_3m``, for customers without a wealth product) 
 the chance of no take-up in any month the chain spends engaged, the first month with the RM
 contacts just seen and the later ones averaged over their Poisson draws; card activation from
 the card's own activation propensity and first-use delay. The slowly changing drivers (product
-lines, payroll, services, linked attrition, the tier and the gap for take-up) are held at
-their month-end values over the window; that is the one approximation.
+lines, payroll, services, the tier and the gap for take-up) are held at their month-end values
+over the window; that is the one approximation. The contagion of linked attritions known at
+the month-end ages out over the window as it does in the simulation (`_ahead`). With
+campaigns, the truth includes the responses in force and, for the treated rows of the lists
+just drawn up, reach x effect (`synthetic.campaigns`).
 
 Shocks (``BookSpec.shocks``) change the world from a given month on, for the monitoring and the
 review to catch: a deposit-rate cut (``rate_cut``) drains effective- and mid-tier balances over
