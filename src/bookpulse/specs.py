@@ -304,6 +304,17 @@ def uplift_names(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml") if _is_uplift(p))
 
 
+def _declared(path: Path, features: list[str], entity: str, catalog: FeatureCatalog) -> None:
+    """Refuse a spec using features not declared for its entity in features/."""
+    declared = catalog.for_entity(entity)
+    missing = [f for f in features if f not in declared]
+    if missing:
+        raise SpecError(
+            f"{path}: features not declared for entity {entity!r} in features/: "
+            f"{', '.join(missing)}"
+        )
+
+
 def load_model_spec(
     name: str, directory: Path | None = None, catalog: FeatureCatalog | None = None
 ) -> ModelSpec:
@@ -320,14 +331,7 @@ def load_model_spec(
         raise _explain(path, exc) from None
     if spec.name != name:
         raise SpecError(f"{path}: name is {spec.name!r} but the file is {name!r}")
-    catalog = catalog or load_feature_catalog()
-    declared = catalog.for_entity(spec.target.entity)
-    missing = [f for f in spec.features if f not in declared]
-    if missing:
-        raise SpecError(
-            f"{path}: features not declared for entity {spec.target.entity!r} in features/: "
-            f"{', '.join(missing)}"
-        )
+    _declared(path, spec.features, spec.target.entity, catalog or load_feature_catalog())
     stray = [f for f in spec.reason_hints if f not in spec.features]
     if stray:
         raise SpecError(f"{path}: reason_hints for features the model does not use: {stray}")
@@ -458,13 +462,7 @@ def load_uplift_spec(
         raise SpecError(f"{path}: name is {spec.name!r} but the file is {name!r}")
     catalog = catalog or load_feature_catalog()
     outcome = load_model_spec(spec.uplift.outcome_model, directory, catalog)
-    declared = catalog.for_entity(outcome.entity)
-    missing = [f for f in spec.features if f not in declared]
-    if missing:
-        raise SpecError(
-            f"{path}: features not declared for entity {outcome.entity!r} in features/: "
-            f"{', '.join(missing)}"
-        )
+    _declared(path, spec.features, outcome.entity, catalog)
     return spec, outcome
 
 

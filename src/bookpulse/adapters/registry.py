@@ -175,11 +175,26 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
             metrics["challenger_auc"] >= metrics["champion_auc"] - spec.gates.max_auc_drop
         )
     metrics["rows"] = float(len(frame))
-    failed = [g for g, ok in gates.items() if not ok]
+    failed = "; ".join(_explain(g, metrics, spec) for g, ok in gates.items() if not ok)
+    return _decide(home, spec.name, name, challenger, champion, window, metrics, gates, failed)
+
+
+def _decide(
+    home: Path,
+    model: str,
+    name: str,
+    challenger: str,
+    champion: str | None,
+    window: list[str],
+    metrics: dict[str, float],
+    gates: dict[str, bool],
+    failed: str,
+) -> Decision:
+    """Move the champion alias to the challenger when no gate `failed` (the reasons, joined),
+    and record the decision either way."""
     if failed:
-        reason = "; ".join(_explain(g, metrics, spec) for g in failed)
         decision = Decision(
-            spec.name,
+            model,
             "promote",
             "kept",
             challenger,
@@ -188,13 +203,14 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
             window,
             metrics,
             gates,
-            reason,
+            failed,
         )
     else:
+        client = MlflowClient()
         client.set_registered_model_alias(name, tracking.CHAMPION, challenger)
         client.set_model_version_tag(name, challenger, "promoted_at", datetime.now(UTC).isoformat())
         decision = Decision(
-            spec.name,
+            model,
             "promote",
             "promoted",
             challenger,
@@ -248,45 +264,19 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
         "min_control_rows": metrics["challenger_control_rows"] >= spec.gates.min_control_rows,
         "min_qini_z": metrics["challenger_qini_z"] >= spec.gates.min_qini_z,
     }
-    failed = [g for g, ok in gates.items() if not ok]
-    if failed:
-        reasons = {
+    failed = "; ".join(
+        {
             "min_control_rows": f"{metrics['challenger_control_rows']:.0f} held-out rows in the "
             f"test months, fewer than the {spec.gates.min_control_rows} needed to measure an "
             "effect (hold more out, or wait for more months of lists)",
             "min_qini_z": f"Qini {metrics['challenger_qini']:.4f} is "
             f"{metrics['challenger_qini_z']:.1f} times its noise, below the minimum "
             f"{spec.gates.min_qini_z}: the ranking does worse than random orderings",
-        }
-        decision = Decision(
-            spec.name,
-            "promote",
-            "kept",
-            challenger,
-            champion,
-            champion,
-            window,
-            metrics,
-            gates,
-            "; ".join(reasons[g] for g in failed),
-        )
-    else:
-        client.set_registered_model_alias(name, tracking.CHAMPION, challenger)
-        client.set_model_version_tag(name, challenger, "promoted_at", datetime.now(UTC).isoformat())
-        decision = Decision(
-            spec.name,
-            "promote",
-            "promoted",
-            challenger,
-            champion,
-            challenger,
-            window,
-            metrics,
-            gates,
-            "all gates passed",
-        )
-    _record(home, decision)
-    return decision
+        }[g]
+        for g, ok in gates.items()
+        if not ok
+    )
+    return _decide(home, spec.name, name, challenger, champion, window, metrics, gates, failed)
 
 
 def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:

@@ -134,6 +134,35 @@ with warnings.catch_warnings(record=True):
             return pd.DataFrame({"effect": self.model.effect(pd.DataFrame(model_input))})
 
 
+def register(
+    python_model, artifacts: dict[str, str], example: pd.DataFrame, output: pd.DataFrame, name: str
+) -> str:
+    """Log the pyfunc (its artifacts, the package's code, signature, input example, pinned
+    requirements) in the active run, register it as `name` and give the new version the
+    alias `challenger`; returns the version."""
+    import contextlib
+    from io import StringIO
+
+    from mlflow.models import infer_signature
+
+    import bookpulse
+
+    with contextlib.redirect_stderr(StringIO()):  # "Successfully registered ..."
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts=artifacts,
+            code_paths=[str(Path(bookpulse.__file__).parent)],
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
+    return version
+
+
 def example_input(frame: pd.DataFrame, features: list[str], rows: int = 5) -> pd.DataFrame:
     """A few rows as an API client would send them: categoricals as plain strings, numbers
     as doubles (any numeric feature may be missing)."""

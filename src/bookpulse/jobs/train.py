@@ -8,21 +8,17 @@ training data's lineage, and registers a pyfunc model as `bookpulse-<model>` wit
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
 from bookpulse.adapters import tracking
 from bookpulse.book import io
@@ -186,24 +182,13 @@ def train_and_log(
             model_file = out / tracking.MODEL_FILE
             model_file.write_text(model.to_json())
             example = tracking.example_input(test, model.features)
-            signature = infer_signature(example, pd.DataFrame({"probability": p_test[:5]}))
-            import bookpulse
-
-            with contextlib.redirect_stderr(StringIO()):  # "Successfully registered ..."
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=tracking.CalibratedProbability(),
-                    artifacts={"scoring_model": str(model_file)},
-                    code_paths=[str(Path(bookpulse.__file__).parent)],
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=tracking.pip_requirements(),
-                    registered_model_name=spec.registered_name,
-                )
-        version = str(info.registered_model_version)
-        MlflowClient().set_registered_model_alias(
-            spec.registered_name, tracking.CHALLENGER, version
-        )
+            version = tracking.register(
+                tracking.CalibratedProbability(),
+                {"scoring_model": str(model_file)},
+                example,
+                pd.DataFrame({"probability": p_test[:5]}),
+                spec.registered_name,
+            )
     return TrainResult(
         model=spec.name,
         run_id=run.info.run_id,

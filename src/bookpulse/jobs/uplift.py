@@ -7,19 +7,15 @@ simulator's true effects.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import time
 from collections.abc import Callable
-from io import StringIO
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
 from bookpulse.adapters import tracking
 from bookpulse.book import io
@@ -156,25 +152,13 @@ def train_uplift(
             mlflow.log_artifacts(str(out), artifact_path="validation")
             model_file = out / tracking.UPLIFT_MODEL_FILE
             model_file.write_text(model.to_json())
-            example = tracking.example_input(test, list(spec.features))
-            signature = infer_signature(example, pd.DataFrame({"effect": effect[:5]}))
-            import bookpulse
-
-            with contextlib.redirect_stderr(StringIO()):
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=tracking.UpliftEffect(),
-                    artifacts={"uplift_model": str(model_file)},
-                    code_paths=[str(Path(bookpulse.__file__).parent)],
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=tracking.pip_requirements(),
-                    registered_model_name=spec.registered_name,
-                )
-        version = str(info.registered_model_version)
-        MlflowClient().set_registered_model_alias(
-            spec.registered_name, tracking.CHALLENGER, version
-        )
+            version = tracking.register(
+                tracking.UpliftEffect(),
+                {"uplift_model": str(model_file)},
+                tracking.example_input(test, list(spec.features)),
+                pd.DataFrame({"effect": effect[:5]}),
+                spec.registered_name,
+            )
     return TrainResult(
         model=spec.name,
         run_id=run.info.run_id,

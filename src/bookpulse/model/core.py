@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.special import expit
 
 from bookpulse.model.explain import PathAttribution, top_k
-from bookpulse.model.fit import ScoringModel, prepare
+from bookpulse.model.fit import ScoringModel, numeric_matrix
 from bookpulse.specs import FeatureSpec, ModelSpec
 
 REASONS = 3
@@ -52,19 +52,8 @@ class Champion:
 
 
 def model_matrix(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
-    """The booster's input as float64: features in order, categoricals as codes on the
-    training levels (unknown or missing: NaN), as LightGBM itself converts a DataFrame."""
-    X = prepare(frame, model.features, model.categories)
-    cols = []
-    for name in model.features:
-        col = X[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            codes = col.cat.codes.to_numpy(np.float64)
-            codes[codes < 0] = np.nan
-            cols.append(codes)
-        else:
-            cols.append(col.to_numpy(np.float64, na_value=np.nan))
-    return np.column_stack(cols) if cols else np.empty((len(frame), 0))
+    """The booster's input as float64 (`numeric_matrix` on the model's features and levels)."""
+    return numeric_matrix(frame, model.features, model.categories)
 
 
 def score_frame(

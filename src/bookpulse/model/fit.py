@@ -37,6 +37,24 @@ def prepare(frame: pd.DataFrame, features: list[str], categories: dict[str, list
     return X
 
 
+def numeric_matrix(
+    frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]
+) -> np.ndarray:
+    """`prepare`'s input as float64, as LightGBM itself converts a DataFrame: features in
+    order, categoricals as codes on the fixed levels (unknown or missing: NaN)."""
+    X = prepare(frame, features, categories)
+    cols = []
+    for name in features:
+        col = X[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy(np.float64)
+            codes[codes < 0] = np.nan
+            cols.append(codes)
+        else:
+            cols.append(col.to_numpy(np.float64, na_value=np.nan))
+    return np.column_stack(cols) if cols else np.empty((len(frame), 0))
+
+
 @dataclass
 class ScoringModel:
     """A fitted booster, its calibration and the schema of its input."""

@@ -31,7 +31,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from bookpulse.model.fit import category_levels, prepare
+from bookpulse.model.fit import category_levels, numeric_matrix
 
 TREATED, CONTROL = "treated", "control"
 QINI_OF = {"model": "qini", "truth-ranked": "qini_truth_ranked"}  # the curves' metrics
@@ -128,19 +128,8 @@ def effect_columns(uc: UpliftChampion, frame: pd.DataFrame, entity: str) -> pd.D
 def feature_matrix(
     frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]
 ) -> np.ndarray:
-    """Features in order as float64, categoricals as codes on the training levels (unknown or
-    missing: NaN)."""
-    X = prepare(frame, features, categories)
-    cols = []
-    for name in features:
-        col = X[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            codes = col.cat.codes.to_numpy(np.float64)
-            codes[codes < 0] = np.nan
-            cols.append(codes)
-        else:
-            cols.append(col.to_numpy(np.float64, na_value=np.nan))
-    return np.column_stack(cols)
+    """Features in order as float64, categoricals as codes on the training levels."""
+    return numeric_matrix(frame, features, categories)
 
 
 def x_learner(outcome_params: dict, effect_params: dict, threads: int = 0):
@@ -360,10 +349,7 @@ def plot_uplift(out, title: str, ev: UpliftEvaluation, effect_word: str) -> list
     ax.set_ylabel(f"{effect_word} gained over the hold-out")
     ax.set_title(f"{title}: Qini curve (test months)")
     ax.legend(loc="best", fontsize=8)
-    paths.append(out / "qini.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out / "qini.png"))
 
     d = ev.deciles
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -378,8 +364,12 @@ def plot_uplift(out, title: str, ev: UpliftEvaluation, effect_word: str) -> list
     ax.set_ylabel("treated minus hold-out rate")
     ax.set_title(f"{title}: uplift by decile (95% intervals)")
     ax.legend(loc="best", fontsize=8)
-    paths.append(out / "uplift_by_decile.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, out / "uplift_by_decile.png"))
     return paths
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
