@@ -285,7 +285,8 @@ def scored(result) -> None:
         f"*.parquet, manifest.json; [dim]{result.online}[/]"
     )
     for name, why in result.not_scored.items():
-        console.print(f"[yellow]{name} not scored:[/] {why}")
+        verb = "" if name.startswith("list ") else " not scored"
+        console.print(f"[yellow]{name}{verb}:[/] {why}")
 
 
 def status(st) -> None:

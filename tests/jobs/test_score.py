@@ -199,3 +199,21 @@ def test_score_command_explains_a_missing_champion(tmp_path, trainable_book) -> 
     assert "no champion" in res.output and "bookpulse promote" in res.output
     res = CliRunner().invoke(cli.app, ["score", "--engine", "dask"], env=env)
     assert res.exit_code == 2 and "unknown engine" in res.output
+
+
+def test_a_list_its_uplift_model_cannot_rank_says_why_in_one_line(
+    trainable_book, champions, playbook, tmp_path
+):
+    import shutil
+
+    from bookpulse.jobs.score import lists_by_score
+
+    said = lists_by_score(trainable_book, playbook, champions)
+    # the fixture's churn champion carries the retention call's model; the others have none
+    assert set(said) == {"list upgrade by expected value", "list activation by expected value"}
+    assert all("has no champion yet" in why and "ranked by the" in why for why in said.values())
+    bare = tmp_path / "bare"
+    shutil.copytree(trainable_book, bare)
+    shutil.rmtree(bare / "contacts")
+    said = lists_by_score(bare, playbook, champions)
+    assert all("no contacts table" in why for why in said.values()) and len(said) == 2

@@ -105,3 +105,38 @@ def test_evaluate_against_the_truth():
     bad = uplift.evaluate(-rows["x"].to_numpy(), y, t, true)
     assert bad.metrics["expected_gain_ratio"] == pytest.approx(-1.0)
     assert bad.metrics["qini"] < 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["retention", "upgrade"]))
+def test_the_hold_out_is_a_fixed_share_whatever_the_order_or_the_part(seed, name):
+    from bookpulse.model.lists import held_out
+
+    ids = np.random.default_rng(seed).choice(10**9, size=4_000, replace=False) + 100_001
+    control = held_out(name, "2026-10-31", ids, 0.1)
+    assert 0.08 < control.mean() < 0.12
+    order = np.random.default_rng(seed + 1).permutation(ids.size)
+    assert (held_out(name, "2026-10-31", ids[order], 0.1) == control[order]).all()
+    assert (held_out(name, "2026-10-31", ids[:100], 0.1) == control[:100]).all()  # a part
+    assert (held_out(name, "2026-11-30", ids, 0.1) != control).any()  # a new draw each month
+
+
+def test_the_sentence_an_rm_reads():
+    from bookpulse.model.lists import effect_sentences
+    from bookpulse.specs import load_uplift_specs
+
+    spec = load_uplift_specs()["retention_call_uplift"][0]
+    said = effect_sentences(
+        spec,
+        "customer",
+        np.array([0.18, 0.06, 0.2]),
+        np.array([-0.09, 0.001, np.nan]),
+        np.array([420_000.0, 1_200_000.0, 10.0]),
+    )
+    assert said[0] == (
+        "a call lowers this customer's 3-month churn risk from 18% to 9%; CNY 420k at stake"
+    )
+    assert said[1] == (
+        "a call raises this customer's 3-month churn risk from 6.0% to 6.1%; CNY 1.2M at stake"
+    )
+    assert said[2] == ""

@@ -177,7 +177,34 @@ def score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResul
         for c in champions.values():
             c.model.threads = request.threads
         manifest = score_month(*args, progress, **same)
-    return ScoreResult(manifest=manifest, out=out, online=online, not_scored=not_scored)
+    return ScoreResult(
+        manifest=manifest,
+        out=out,
+        online=online,
+        not_scored=not_scored | lists_by_score(book, playbook, champions),
+    )
+
+
+def lists_by_score(book: Path, playbook: Playbook, champions: dict[str, Champion]) -> dict:
+    """For each list whose uplift model could not rank it this month, one line saying why
+    (it is ranked by its model's score instead)."""
+    have = uplift_specs(champions)
+    contacts = bool(io.available_months(book, "contacts"))
+    out = {}
+    for name, lst in playbook.lists.items():
+        if lst.uplift is None or lst.uplift in have or lst.model not in champions:
+            continue
+        why = (
+            "the book has no contacts table, so no uplift model can learn what the action "
+            "changes (it needs past lists with randomised hold-outs)"
+            if not contacts
+            else f"{lst.uplift} has no champion yet (`bookpulse train {lst.uplift}`, then "
+            f"`bookpulse promote {lst.uplift}`)"
+        )
+        out[f"list {name} by expected value"] = (
+            f"{why}; the list is ranked by the {lst.model} score"
+        )
+    return out
 
 
 def customer_partitions(ids: np.ndarray, size: int) -> list[np.ndarray]:

@@ -128,8 +128,9 @@ def held_out(list_name: str, as_of, ids: np.ndarray, share: float) -> np.ndarray
     """Which rows a list holds out: a hash of the list, the month and the id below `share`
     (uniform, unrelated to anything about the customer; the same in every engine and rerun)."""
     month = str(pd.Timestamp(as_of).to_period("M"))
-    salt = hashlib.sha256(f"{list_name}|{month}".encode()).hexdigest()[:16]
-    h = pd.util.hash_array(np.asarray(ids, dtype=np.int64), hash_key=salt)
+    salt = np.uint64(int(hashlib.sha256(f"{list_name}|{month}".encode()).hexdigest()[:16], 16))
+    # pandas mixes the bits of each 64-bit value (its hash_key applies to text only)
+    h = pd.util.hash_array(np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ salt)
     return (h / 2.0**64) < share
 
 
