@@ -6,12 +6,12 @@ prints for each uplift model, on its out-of-time test months:
   the noise-free check: the true effects gained down its ranking as a share of what ranking by
   the true effects gains (expected gain ratio);
 
-then scores the book's last month twice at equal RM capacity, with the lists ranked by risk
-(the scoring champions alone) and by expected value (with the uplift champions), and counts,
-with the simulator's true effects (reach x effect), the customers and the assets each list's
-treated rows keep (cards won for the activation list); and finally, for every month with
-closed outcomes, whether the review's treated-vs-hold-out 95% interval covers the true average
-effect of the listed rows.
+then scores the book's last month with the uplift champions and, as the review does
+(`risk_against_value`), counts with the simulator's true effects (reach x effect) the customers
+and the assets the treated rows keep (cards won for the activation list) of each list ranked by
+risk and of the same list ranked by expected value, at equal RM capacity; and finally, for every
+month with closed outcomes, whether the review's treated-vs-hold-out 95% interval covers the
+true average effect of the listed rows.
 
 Targets (issue 14): the uplift-ranked retention list keeps at least 1.3x the customers and the
 assets the risk-ranked list keeps; each uplift model's Qini within 20% of the true effects';
@@ -30,7 +30,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 END = "2026-11"
 
@@ -47,36 +46,6 @@ def _book(workdir: Path, customers: int, given: Path | None) -> Path:
     return out
 
 
-def _kept(book: Path, month: str, lists: dict[str, pd.DataFrame]) -> dict[str, dict]:
-    """Per list: what its treated rows keep or win, by the simulator's reach x effect."""
-    from bookpulse.book import io
-    from bookpulse.specs import load_uplift_specs
-
-    out = {}
-    truth_c = io.read_truth(book, [month])
-    truth_k = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
-    truth_k = truth_k.loc[truth_k["as_of"].eq(io.month_end(month))]
-    for spec, _ in load_uplift_specs().values():
-        name = spec.uplift.list
-        if name not in lists:
-            continue
-        rows = lists[name].loc[lambda d: d["assignment"].eq("treated")]
-        key = "card_id" if rows["card_id"].notna().any() else "customer_id"
-        truth = truth_k if key == "card_id" else truth_c
-        e, r = spec.uplift.truth_effect, spec.uplift.truth_reach
-        merged = rows[[key]].astype({key: "int64"}).merge(truth[[key, e, r]], on=key, how="left")
-        sign = -1.0 if spec.uplift.aim == "lower" else 1.0
-        gain = sign * (merged[e] * merged[r]).to_numpy(float)
-        snap = io.read_monthly(book, "snapshots", [month], ["customer_id", "aum_total"])
-        assets = rows[["customer_id"]].merge(snap, on="customer_id", how="left")["aum_total"]
-        out[name] = {
-            "rows": len(rows),
-            "kept": float(np.nansum(gain)),
-            "assets": float(np.nansum(gain * assets.fillna(0).to_numpy(float))),
-        }
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=20_000)
@@ -90,7 +59,7 @@ def main() -> None:
     from bookpulse.adapters import tracking
     from bookpulse.adapters.registry import load_scoring_model, load_uplift_model
     from bookpulse.book import io
-    from bookpulse.jobs.review import caused_by_lists
+    from bookpulse.jobs.review import caused_by_lists, risk_against_value
     from bookpulse.jobs.score import score_month
     from bookpulse.jobs.train import train_models
     from bookpulse.jobs.uplift import train_uplift
@@ -153,26 +122,20 @@ def main() -> None:
         catalog = load_feature_catalog()
         catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
         month = meta["months"][-1]
-        kept = {}
-        for label, champs in (("risk-ranked", champions), ("uplift-ranked", with_uplift)):
-            out = work / f"scores-{label}"
-            score_month(book, month, champs, catalogs, load_playbook(), out)
-            lists = {p.stem: pd.read_parquet(p) for p in (out / "lists").glob("*.parquet")}
-            kept[label] = _kept(book, month, lists)
+        out = work / "scores"
+        score_month(book, month, with_uplift, catalogs, load_playbook(), out)
+        against = risk_against_value(book, month, out, specs, load_playbook())
+        print(f"\nlists of {month} at equal RM capacity, counted with the true effects")
         print(
-            f"\nlists of {month} at equal RM capacity, counted with the true effects (treated rows)"
+            f"{'list':12} {'rows':>6} {'kept by risk':>13} {'by value':>9} {'ratio':>6} "
+            f"{'assets by risk':>15} {'by value':>10} {'ratio':>6}"
         )
-        print(
-            f"{'list':12} {'rows':>6} {'kept by risk':>13} {'by uplift':>10} {'ratio':>6} "
-            f"{'assets by risk':>15} {'by uplift':>12} {'ratio':>6}"
-        )
-        for name in kept["risk-ranked"]:
-            a, b = kept["risk-ranked"][name], kept["uplift-ranked"][name]
+        for name, c in against.items():
+            rk, vk, ra, va = c["risk_kept"], c["value_kept"], c["risk_assets"], c["value_assets"]
             print(
-                f"{name:12} {b['rows']:>6,} {a['kept']:>13.1f} {b['kept']:>10.1f} "
-                f"{b['kept'] / a['kept'] if a['kept'] else float('nan'):>6.2f} "
-                f"{a['assets'] / 1e6:>14.1f}M {b['assets'] / 1e6:>11.1f}M "
-                f"{b['assets'] / a['assets'] if a['assets'] else float('nan'):>6.2f}"
+                f"{name:12} {c['value_rows']:>6,.0f} {rk:>13.1f} {vk:>9.1f} "
+                f"{vk / rk if rk else float('nan'):>6.2f} {ra / 1e6:>14.1f}M "
+                f"{va / 1e6:>9.1f}M {va / ra if ra else float('nan'):>6.2f}"
             )
         print("\nreview by cause: does the 95% interval cover the true average effect?")
         playbook = load_playbook()

@@ -346,10 +346,39 @@ def reviewed(result) -> None:
     console.print(table)
     if result.caused:
         _caused(report.month, result.caused)
+    if result.against:
+        _against(report.month, result.against)
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} not reviewed:[/] {why}")
     console.print(
         f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
+    )
+
+
+def _against(month: str, against: dict) -> None:
+    table = Table(title=f"Lists of {month} ranked by risk against by expected value (truth)")
+    for col in ("list", "rows", "kept: risk", "value", "ratio", "assets: risk", "value", "ratio"):
+        table.add_column(col, justify="left" if col == "list" else "right")
+
+    def ratio(a: float, b: float) -> str:
+        return f"{b / a:.2f}x" if a else "-"
+
+    for name, c in against.items():
+        table.add_row(
+            name,
+            f"{c['value_rows']:,.0f}",
+            f"{c['risk_kept']:.1f}",
+            f"{c['value_kept']:.1f}",
+            ratio(c["risk_kept"], c["value_kept"]),
+            f"CNY {c['risk_assets'] / 1e6:,.1f}M",
+            f"CNY {c['value_assets'] / 1e6:,.1f}M",
+            ratio(c["risk_assets"], c["value_assets"]),
+        )
+    console.print(table)
+    console.print(
+        "[dim]The same month's lists at the same RM capacity, counted with the simulator's true "
+        "effects over their treated rows: customers (cards) kept or won, and the assets at "
+        "stake with them.[/]"
     )
 
 

@@ -217,3 +217,27 @@ def test_a_list_its_uplift_model_cannot_rank_says_why_in_one_line(
     shutil.rmtree(bare / "contacts")
     said = lists_by_score(bare, playbook, champions)
     assert all("no contacts table" in why for why in said.values()) and len(said) == 2
+
+
+def test_the_review_counts_the_risk_list_against_the_value_list_with_the_truth(
+    scored, trainable_book, score_month, tmp_path
+):
+    import shutil
+
+    from bookpulse.jobs.review import risk_against_value
+    from bookpulse.specs import load_model_specs, load_playbook
+
+    _, out, _ = scored
+    specs, playbook = load_model_specs(), load_playbook()
+    against = risk_against_value(trainable_book, score_month, out, specs, playbook)
+    assert set(against) == {"retention"}  # the one list an uplift model scored
+    c = against["retention"]
+    assert c["risk_listed"] == c["value_listed"] > 20  # the same RM capacity
+    assert 0.8 < c["value_rows"] / c["value_listed"] < 0.97  # the treated rows: a tenth held out
+    for key in ("risk_kept", "value_kept", "risk_assets", "value_assets"):
+        assert np.isfinite(c[key]), key
+    assert c["risk_kept"] != c["value_kept"]  # two rankings, two lists (benchmarks/uplift.py
+    # measures which keeps more, on books large enough for the answer to mean something)
+    bare = tmp_path / "bare"
+    shutil.copytree(trainable_book, bare, ignore=shutil.ignore_patterns("truth"))
+    assert risk_against_value(bare, score_month, out, specs, playbook) == {}

@@ -166,6 +166,7 @@ def review_html(
     lists: dict[str, tuple[str, pd.DataFrame, dict]],
     skipped: dict[str, str],
     by_cause: dict | None = None,
+    against: dict | None = None,
 ) -> str:
     body = [
         f"<p>Scored month {html.escape(scored)}: what happened in each model's outcome window, "
@@ -195,6 +196,32 @@ def review_html(
         body.append(_table(table, "{:.3f}"))
     for list_name, c in (by_cause or {}).items():
         body += _caused_html(list_name, c)
+    if against:
+        body.append("<h2>lists ranked by risk against lists ranked by expected value</h2>")
+        body.append(
+            "<p>The same month's lists at the same RM capacity, one ranked by the score, one by "
+            "the uplift model's expected value, counted with the simulator's true effects over "
+            "their treated rows: what each would have kept (or won), and the assets at stake "
+            "with it.</p>"
+        )
+        rows = pd.DataFrame(
+            [
+                {
+                    "list": name,
+                    "rows": c["value_rows"],
+                    "kept by risk": c["risk_kept"],
+                    "kept by value": c["value_kept"],
+                    "ratio": c["value_kept"] / c["risk_kept"] if c["risk_kept"] else np.nan,
+                    "assets by risk (CNY M)": c["risk_assets"] / 1e6,
+                    "assets by value (CNY M)": c["value_assets"] / 1e6,
+                    "assets ratio": c["value_assets"] / c["risk_assets"]
+                    if c["risk_assets"]
+                    else np.nan,
+                }
+                for name, c in against.items()
+            ]
+        )
+        body.append(_table(rows, "{:.2f}"))
     return _page(f"bookpulse review: scored {scored}", body)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
@@ -20,6 +21,7 @@ from bookpulse.config import get_settings
 from bookpulse.errors import MonitorError
 from bookpulse.jobs.monitor import Report
 from bookpulse.labels import labelled_months, labels_for_month
+from bookpulse.model import lists as list_rules
 from bookpulse.model.realised import (
     Caused,
     Realised,
@@ -57,6 +59,7 @@ class ReviewResult:
     results: dict[str, Realised]
     skipped: dict[str, str]  # model or list -> why it was not reviewed
     caused: dict[str, Caused] = field(default_factory=dict)  # list -> treated vs hold-out
+    against: dict[str, dict[str, float]] = field(default_factory=dict)  # risk vs value lists
 
 
 def caused_by_lists(
@@ -129,6 +132,64 @@ def caused_by_lists(
             _true_effect(book, scored, spec, joined, uplift_spec),
         )
     return found, notes
+
+
+def risk_against_value(
+    book: Path, scored: str, out: Path, specs: dict[str, ModelSpec], playbook: Playbook
+) -> dict[str, dict[str, float]]:
+    """On a synthetic book, for each list an uplift model scored this month: what the list
+    ranked by risk and the list ranked by expected value would have achieved at the same RM
+    capacity, counted with the simulator's true effects over their treated rows (customers or
+    cards kept or won, and the assets at stake with them). Empty without the truth."""
+    if not (book / io.TRUTH_DIR).is_dir():
+        return {}
+    uplifts = {u.name: (u, o) for u, o in load_uplift_specs().values()}
+    rms = io.read_static(book, "rms")
+    branches = io.read_static(book, "branches", ["branch_id", "branch_name"])
+    found = {}
+    for name, lst in playbook.lists.items():
+        if lst.uplift not in uplifts or lst.model not in specs:
+            continue
+        uplift, _ = uplifts[lst.uplift]
+        spec = specs[lst.model]
+        table = read_scores(out, spec.entity)
+        if f"{uplift.prefix}_value" not in table or f"{spec.prefix}_decile" not in table:
+            continue
+        true = _true_benefit(book, scored, spec, uplift)
+        if true is None:
+            continue
+        key = spec.id_column
+        counts = {}
+        for ranking, by in (("risk", None), ("value", uplift)):
+            rows = list_rules.action_list(name, lst, table, spec.prefix, key, rms, branches, by)
+            counts[f"{ranking}_listed"] = float(len(rows))
+            rows = rows.loc[rows["assignment"].eq("treated")]
+            ids = rows[key].astype("int64").to_numpy()
+            gain = true.reindex(ids).to_numpy(float)
+            stake = table.set_index(key)[f"{uplift.prefix}_at_stake"].reindex(ids).to_numpy()
+            counts[f"{ranking}_rows"] = float(len(rows))
+            counts[f"{ranking}_kept"] = float(np.nansum(gain))
+            counts[f"{ranking}_assets"] = float(np.nansum(gain * stake))
+        found[name] = counts
+    return found
+
+
+def _true_benefit(book: Path, scored: str, spec: ModelSpec, uplift) -> pd.Series | None:
+    """The simulator's reach x effect at month-end `scored`, in the direction the action
+    aims at, by id."""
+    effect, reach = uplift.uplift.truth_effect, uplift.uplift.truth_reach
+    if effect is None or reach is None:
+        return None
+    if spec.entity == "card":
+        truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
+        truth = truth.loc[truth["as_of"].eq(io.month_end(scored))]
+    else:
+        truth = io.read_truth(book, [scored])
+    if effect not in truth or reach not in truth:
+        return None
+    sign = -1.0 if uplift.uplift.aim == "lower" else 1.0
+    values = sign * (truth[effect] * truth[reach]).to_numpy(float)
+    return pd.Series(values, index=truth[spec.id_column].to_numpy())
 
 
 def _true_effect(book: Path, scored: str, spec: ModelSpec, rows: pd.DataFrame, uplift_spec):
@@ -260,8 +321,9 @@ def review(request: ReviewRequest) -> ReviewResult:
         ) from None
     by_cause, notes = caused_by_lists(book, scored, specs, playbook)
     skipped |= notes
+    against = risk_against_value(book, scored, out, specs, playbook)
     page = reports_dir(home) / f"review-{scored}.html"
-    write_page(page, review_html(scored, results, lists, skipped, by_cause))
+    write_page(page, review_html(scored, results, lists, skipped, by_cause, against))
     metrics, tags = {}, {}
     for name, r in results.items():
         for k, v in r.metrics.items():
@@ -277,5 +339,7 @@ def review(request: ReviewRequest) -> ReviewResult:
             metrics[f"list.{list_name}.caused_{k}"] = float(c.totals[k])
         if c.true_effect is not None:
             metrics[f"list.{list_name}.caused_true_effect"] = c.true_effect
+    for list_name, counts in against.items():
+        metrics |= {f"list.{list_name}.{k}": v for k, v in counts.items()}
     run_id = log_report_run(home, "review", scored, metrics, tags, page)
-    return ReviewResult(Report(scored, page, run_id), results, skipped, by_cause)
+    return ReviewResult(Report(scored, page, run_id), results, skipped, by_cause, against)
