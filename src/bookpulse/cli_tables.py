@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bookpulse.jobs import demo as steps
+from bookpulse.model import lists
 
 console = Console()
 err = Console(stderr=True)
@@ -370,8 +371,8 @@ def _against(month: str, against: dict) -> None:
             f"{c['risk_kept']:.1f}",
             f"{c['value_kept']:.1f}",
             ratio(c["risk_kept"], c["value_kept"]),
-            f"CNY {c['risk_assets'] / 1e6:,.1f}M",
-            f"CNY {c['value_assets'] / 1e6:,.1f}M",
+            lists.money(c["risk_assets"]),
+            lists.money(c["value_assets"]),
             ratio(c["risk_assets"], c["value_assets"]),
         )
     console.print(table)

@@ -134,7 +134,8 @@ def held_out(list_name: str, as_of, ids: np.ndarray, share: float) -> np.ndarray
     return (h / 2.0**64) < share
 
 
-def _money(x: float) -> str:
+def money(x: float) -> str:
+    """An amount of CNY as an RM reads it: CNY 600, CNY 420k, CNY 1.2M."""
     if not np.isfinite(x):
         return "-"
     if x >= 1e6:
@@ -156,7 +157,7 @@ def effect_sentences(uplift: UpliftSpec, noun: str, p, effect, stake) -> list[st
         fmt = "{:.0%}" if round(before, 2) != round(after, 2) else "{:.1%}"
         out.append(
             f"{uplift.uplift.action_phrase} {verb} this {noun}'s {uplift.uplift.outcome_phrase} "
-            f"from {fmt.format(before)} to {fmt.format(after)}; {_money(worth)} at stake"
+            f"from {fmt.format(before)} to {fmt.format(after)}; {money(worth)} at stake"
         )
     return out
 
