@@ -118,6 +118,7 @@ def test_lists_are_ranked_capped_per_rm_and_carry_an_action(scored, trainable_bo
         assert set(df["assignment"]) == {"treated", "control"}
         assert 0.03 < df["assignment"].eq("control").mean() < 0.2
         if by_value:
+            assert (df["expected_value"] > 0).all()  # no call for whom it is expected to harm
             said = df["expected_effect"]
             assert said.str.contains(
                 r"^a call (?:lowers|raises|hardly changes) this customer's"
@@ -232,7 +233,8 @@ def test_the_review_counts_the_risk_list_against_the_value_list_with_the_truth(
     against = risk_against_value(trainable_book, score_month, out, specs, playbook)
     assert set(against) == {"retention"}  # the one list an uplift model scored
     c = against["retention"]
-    assert c["risk_listed"] == c["value_listed"] > 20  # the same RM capacity
+    # the same RM capacity; ranked by value, nobody a call is expected to harm is listed
+    assert c["risk_listed"] >= c["value_listed"] > 20
     assert 0.8 < c["value_rows"] / c["value_listed"] < 0.97  # the treated rows: a tenth held out
     for key in ("risk_kept", "value_kept", "risk_assets", "value_assets"):
         assert np.isfinite(c[key]), key

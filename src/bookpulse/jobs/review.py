@@ -214,7 +214,9 @@ def earliest_reviewable(home: Path) -> str:
     windows' first months."""
     tracking.configure(home)
     champions, _ = available_champions(list(load_model_specs().values()))
-    return max(first_test_month(c.run_id) for c in champions.values())
+    runs = [c.run_id for c in champions.values()]
+    runs += [u.run_id for c in champions.values() for u in c.uplifts]
+    return max(first_test_month(run_id) for run_id in runs)
 
 
 def realised_outcomes(

@@ -34,13 +34,16 @@ def require_features(champions: dict[str, Champion], made: dict[str, list[str]])
     feature frame's columns, or the catalog's features: the pipeline makes those)."""
     for champ in champions.values():
         have = set(made[champ.spec.target.entity])
-        missing = [f for f in champ.model.features if f not in have]
-        if missing:
-            raise ScoringError(
-                f"{champ.spec.registered_name} version {champ.version} needs features the "
-                f"feature pipeline no longer makes: {', '.join(missing)}. Retrain it "
-                f"(`bookpulse train {champ.name}`) and promote the new version."
-            )
+        models = [(champ.spec, champ.model.features, champ.version)]
+        models += [(u.spec, u.model.features, u.version) for u in champ.uplifts]
+        for spec, features, version in models:
+            missing = [f for f in features if f not in have]
+            if missing:
+                raise ScoringError(
+                    f"{spec.registered_name} version {version} needs features the feature "
+                    f"pipeline no longer makes: {', '.join(missing)}. Retrain it (`bookpulse "
+                    f"train {spec.name}`) and promote the new version."
+                )
 
 
 def _prefixed(scores: pd.DataFrame, key: str, prefix: str) -> pd.DataFrame:

@@ -161,6 +161,13 @@ def uplift_set(
         listed = contacts.loc[contacts["list_month"].eq(io.month_end(month))]
         if listed.empty:
             continue
+        twice = listed[key].duplicated(keep=False)
+        if twice.any():
+            raise io.BookError(
+                f"{int(twice.sum())} contacts name the same {key.removesuffix('_id')} twice "
+                f"for the list drawn up at {month} (e.g. {key} {listed.loc[twice, key].iloc[0]}): "
+                "a listed row has one assignment; keep one contact per list and month"
+            )
         ids = listed["customer_id"].unique()
         rel = io.read_static(book, "relationships", where=("customer_id", ids))
         frames = read_frames(book, month, customer_ids=with_linked(rel, ids))

@@ -75,7 +75,7 @@ def _selected(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows of the list and their rank within their RM: the list's deciles, ordered by
     probability, or by the expected value of the action when an uplift model scored them
-    (then id: a total order), cut at each RM's cap."""
+    (only rows it is expected to help), then id (a total order), cut at each RM's cap."""
     p, decile = scored[f"{prefix}_probability"], scored[f"{prefix}_decile"]
     if lst.rank == "highest_first":
         rows = scored.loc[p.notna() & (decile <= lst.max_decile)]
@@ -87,6 +87,8 @@ def _selected(
     order = f"{by}_value" if by else f"{prefix}_probability"
     if by:
         ascending = False  # the most value first, whatever the score's direction
+        # nobody the action is expected to leave worse off (or unchanged) is put on the list
+        rows = rows.loc[rows[order] > 0]
     rows = rows.sort_values(
         ["rm_id", order, key], ascending=[True, ascending, True], kind="stable", na_position="last"
     )

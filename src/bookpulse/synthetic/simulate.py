@@ -1480,9 +1480,12 @@ class _Simulation:
                 channel = np.where(tier[rows] >= 2, cmp.RM_CALL, cmp.BRANCH)
                 score = logit(np.clip(p, 1e-6, 1 - 1e-6))
             else:  # the month's new cards not used by its end; least likely to wake up first
-                new = self.card_truth_parts[-2:] if self.card_truth_parts else []
-                new = [part for part in new if part["as_of"].iloc[:1].eq(list_end).all()]
-                if not new:
+                new = []  # this month's parts: the last ones (campaign shocks add theirs)
+                for part in reversed(self.card_truth_parts):
+                    if len(part) and part["as_of"].iloc[0] != list_end:
+                        break
+                    new.insert(0, part)
+                if not any(len(part) for part in new):
                     continue
                 cards = pd.concat(new, ignore_index=True)
                 in_truth = np.arange(len(cards))
@@ -1533,9 +1536,10 @@ class _Simulation:
     def _expect_response(truth, action: str, at: np.ndarray, worked: cmp.Worked) -> None:
         """The truth's probability of the treated rows of a worked list takes in the expected
         response (reach x effect): the truth is the probability given everything the month-end
-        knows, the bank's list decisions included. `truth`: the month's customer truth, or its
-        new cards' truth parts (in the order their rows were concatenated); `at`: each
-        eligible row's position in it."""
+        knows, the bank's list decisions included. Only the list's own outcome: what a call
+        does to a customer's wealth take-up or tier is left out of those truths. `truth`: the
+        month's customer truth, or its new cards' truth parts (in the order their rows were
+        concatenated); `at`: each eligible row's position in it."""
         column = {"call": "churn_3m", "offer": "upgrade_3m", "follow_up": "activate_30d"}[action]
         effect, reach = f"effect_{action}_{column.split('_')[-1]}", f"reach_{action}"
         parts = truth if isinstance(truth, list) else [truth]
