@@ -193,20 +193,16 @@ def _true_benefit(book: Path, scored: str, spec: ModelSpec, uplift) -> pd.Series
 
 
 def _true_effect(book: Path, scored: str, spec: ModelSpec, rows: pd.DataFrame, uplift_spec):
-    """The simulator's average reach x effect over the listed rows (None: not synthetic)."""
+    """The simulator's average reach x effect over the listed rows, in the outcome's own
+    direction (None: not synthetic)."""
     if uplift_spec is None or not (book / io.TRUTH_DIR).is_dir():
         return None
-    effect, reach = uplift_spec.uplift.truth_effect, uplift_spec.uplift.truth_reach
-    key = spec.id_column
-    if spec.entity == "card":
-        truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
-        truth = truth.loc[truth["as_of"].eq(io.month_end(scored))]
-    else:
-        truth = io.read_truth(book, [scored])
-    if effect not in truth or reach not in truth:
+    benefit = _true_benefit(book, scored, spec, uplift_spec)
+    if benefit is None:
         return None
-    merged = rows[[key]].merge(truth[[key, effect, reach]], on=key, how="left")
-    return float((merged[effect] * merged[reach]).mean())
+    sign = -1.0 if uplift_spec.uplift.aim == "lower" else 1.0
+    ids = rows[spec.id_column].astype("int64").to_numpy()
+    return float(sign * benefit.reindex(ids).mean())
 
 
 def earliest_reviewable(home: Path) -> str:
