@@ -186,3 +186,53 @@ def test_compare_experiments_notebook_runs(trained) -> None:
     )
     assert "ceiling_auc" in text and "champion" in text
     assert any("image/png" in o.get("data", {}) for o in outputs), "the plot is drawn"
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_copied_and_moved_home_works_without_touching_the_original(
+    trained, trainable_book, tmp_path
+) -> None:
+    """Copy a home, move the copy, then train, promote, roll back and score there: the
+    original is neither read (it is out of the way meanwhile) nor written (its files hash the
+    same), and the copy's store names no path of the original."""
+    import shutil
+
+    from bookpulse.adapters.registry import promote, rollback
+    from bookpulse.jobs.score import ScoreRequest, score
+    from bookpulse.specs import GateSpec
+
+    home, specs, _ = trained
+    original = tmp_path / "original"
+    shutil.copytree(home, original)  # a home of its own for this test (itself a copy)
+    spec = specs["card_activation"].model_copy(
+        update={"gates": GateSpec(min_auc=0.51, max_calibration_error=0.5, max_auc_drop=0.2)}
+    )
+    tracking.configure(original)
+    assert promote(original, trainable_book, spec).outcome == "promoted"
+    before = _hashes(original)
+    shutil.copytree(original, tmp_path / "copy")
+    moved = (tmp_path / "copy").rename(tmp_path / "moved")
+    hidden = original.rename(tmp_path / "out-of-the-way")  # any read of it would fail
+    try:
+        train_models(trainable_book, moved, [spec], threads=1)
+        assert promote(moved, trainable_book, spec).outcome == "promoted"
+        assert rollback(moved, spec).outcome == "rolled_back"
+        month = "2026-09"
+        scored = score(ScoreRequest(home=moved, book=trainable_book, as_of=month, threads=1))
+        assert (moved / "scores" / month / "customers.parquet").is_file()
+        assert scored.manifest.models["card_activation"].version
+    finally:
+        hidden.rename(original)
+    assert _hashes(original) == before
+    db = (moved / "mlflow.db").read_bytes()
+    assert str(original.resolve()).encode() not in db
+    assert str(moved.resolve()).encode() in db

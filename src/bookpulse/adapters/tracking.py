@@ -55,6 +55,60 @@ def reachable(uri: str, timeout: float = PROBE_SECONDS) -> None:
 _configured: tuple | None = None  # (tracking URI, registry URI) set by the last call
 
 
+def _home_of(artifact_location: str | None) -> str | None:
+    """The home an experiment's artifact location was made under (`file://HOME/mlartifacts/
+    NAME`), or None for any other location."""
+    if not artifact_location or not artifact_location.startswith("file://"):
+        return None
+    path = artifact_location.removeprefix("file://")
+    return path.split("/mlartifacts/")[0] if "/mlartifacts/" in path else None
+
+
+def relocate_store(home: Path) -> str | None:
+    """Make a copied or moved home self-contained: when the embedded store (`mlflow.db`)
+    still names the home it was made in, every such path in it (experiments', runs', logged
+    models' and model versions' artifact locations; the book's path in tags and dataset
+    sources) is rewritten to this home, in one transaction, before MLflow opens it. So the
+    copy reads and writes its own artifacts, never the original's. Returns the old home when it
+    rewrote anything."""
+    import sqlite3
+
+    db = Path(home) / "mlflow.db"
+    if not db.is_file():
+        return None
+    here = str(Path(home).resolve())
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        con.execute("BEGIN IMMEDIATE")  # one process rewrites; the others then find nothing
+        homes = {_home_of(r[0]) for r in con.execute("SELECT artifact_location FROM experiments")}
+        old = next((h for h in sorted(homes - {None, here}) if h), None)
+        if old is None:
+            con.rollback()
+            return None
+        for table, column in _text_columns(con):
+            # every value naming a path under the old home, or the old home itself
+            con.execute(
+                f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                f'WHERE instr("{column}", ?) > 0',
+                (old + "/", here + "/", old + "/"),
+            )
+            con.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?', (here, old))
+        con.commit()
+        return old
+    finally:
+        con.close()
+
+
+def _text_columns(con) -> list[tuple[str, str]]:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    out = []
+    for table in tables:
+        for _, column, kind, *_ in con.execute(f'PRAGMA table_info("{table}")'):
+            if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                out.append((table, column))
+    return out
+
+
 def configure(home: Path) -> str:
     """Point MLflow at the home's tracking store (or MLFLOW_TRACKING_URI). Each job calls it
     once on entry; a call that changes nothing does nothing (the demo runs several jobs)."""
@@ -70,6 +124,8 @@ def configure(home: Path) -> str:
     home.mkdir(parents=True, exist_ok=True)
     if uri.startswith(("http://", "https://")):
         reachable(uri)
+    if not before["MLFLOW_TRACKING_URI"]:
+        relocate_store(home)
     mlflow.set_tracking_uri(uri)
     # the registry follows tracking unless the user pointed it elsewhere
     mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or uri)
