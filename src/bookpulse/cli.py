@@ -446,6 +446,28 @@ def review(
 
 
 @app.command()
+def monthly(
+    as_of: Annotated[
+        str | None,
+        typer.Option(callback=_month, help="Month to run, YYYY-MM (default: the book's latest)."),
+    ] = None,
+    book: BookOpt = None,
+) -> None:
+    """The month's whole run, for a scheduler: score the month, monitor it, and review every
+    scored month whose outcome windows have just closed. Idempotent: a month already done with
+    the same champions is not done again. Exit codes: 0 done and calm; 3 done, but a monitor
+    verdict is "act" or a review finds a model off its promise (someone should look); 2
+    refused or failed (the message says why)."""
+    from bookpulse.jobs.monthly import MonthlyRequest
+    from bookpulse.jobs.monthly import monthly as monthly_job
+
+    with console.status("the monthly run") as status:
+        result = run(monthly_job, MonthlyRequest(_home(), as_of, book), progress=status.update)
+    show.monthly(result)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book
     under $BOOKPULSE_HOME (default ./data), validated and summarised; the latest month's

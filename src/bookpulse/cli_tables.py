@@ -290,6 +290,24 @@ def scored(result) -> None:
         console.print(f"[yellow]{name}{verb}:[/] {why}")
 
 
+def monthly(result) -> None:
+    done = "already done" if result.already_done else "done"
+    console.print(f"[bold]{result.month}[/] {done}: scored, monitored")
+    for name, verdict in result.monitor.items():
+        colour = {"stable": "green", "watch": "yellow"}.get(verdict, "red")
+        console.print(f"  drift {name}: [{colour}]{verdict}[/]")
+    for month, verdicts in result.reviews.items():
+        for name, verdict in verdicts.items():
+            colour = "green" if verdict == "as promised" else "red"
+            console.print(f"  review {month} {name}: [{colour}]{verdict}[/]")
+    for note in result.notes:
+        console.print(f"  [dim]{note}[/]")
+    if result.needs_action:
+        console.print("[bold red]needs a look[/] (exit 3): " + "; ".join(result.needs_action))
+    else:
+        console.print("[green]calm[/] (exit 0)")
+
+
 def status(st) -> None:
     console.print(f"the API serves: [bold]{st.serving or 'nothing yet'}[/]")
     table = Table(title="Published months (newest first)")

@@ -246,3 +246,48 @@ def test_the_review_by_cause_measures_each_worked_list_against_its_hold_out(book
     shutil.rmtree(bare / "contacts")
     found, notes = caused_by_lists(bare, CHURN_MONTH, specs, playbook)
     assert not found and list(notes) == ["campaigns"]
+
+
+def test_monthly_scores_monitors_reviews_what_just_closed_and_does_it_once(home, books):
+    """The scheduler's command: June, then September (whose run reviews June, its churn
+    window just closed), then September again: nothing is done twice."""
+    from mlflow.tracking import MlflowClient as Client
+
+    from bookpulse.jobs.monthly import EXIT_ACTION, EXIT_CALM, MonthlyRequest, monthly
+
+    june = monthly(MonthlyRequest(home, "2026-06", books["calm"]))
+    assert (default_out(home, "2026-06") / "manifest.json").is_file()
+    assert set(june.monitor) == {"churn", "tier_upgrade", "card_activation", "wealth_take_up"}
+    assert not june.reviews  # nothing scored before it in this home
+    assert any("2026-03 not reviewed" in n for n in june.notes)
+    september = monthly(MonthlyRequest(home, "2026-09", books["calm"]))
+    assert list(september.reviews) == ["2026-06"]  # the 3-month windows of June closed
+    assert set(september.reviews["2026-06"]) >= {"churn", "tier_upgrade"}
+    assert september.exit_code == (EXIT_ACTION if september.needs_action else EXIT_CALM)
+    assert all(v == "stable" for v in september.monitor.values()), september.monitor
+    tracking.configure(home)
+    exp = Client().get_experiment_by_name(EXPERIMENT).experiment_id
+    runs = len(Client().search_runs([exp], max_results=1000))
+    again = monthly(MonthlyRequest(home, "2026-09", books["calm"]))
+    assert again.already_done and again.reviews == september.reviews
+    assert again.exit_code == september.exit_code
+    assert len(Client().search_runs([exp], max_results=1000)) == runs  # nothing logged twice
+    runner = CliRunner()
+    res = runner.invoke(
+        cli.app,
+        ["monthly", "--as-of", "2026-09", "--book", str(books["calm"])],
+        env={"BOOKPULSE_HOME": str(home)},
+    )
+    assert res.exit_code == september.exit_code, res.output
+    assert "already done" in res.output
+
+
+def test_monthly_exit_codes_tell_a_scheduler_what_to_do():
+    from bookpulse.jobs.monthly import EXIT_ACTION, EXIT_CALM, MonthlyResult
+
+    calm = MonthlyResult("2026-09", {}, {"churn": "stable", "tier_upgrade": "watch"})
+    assert calm.exit_code == EXIT_CALM == 0 and not calm.needs_action
+    drift = MonthlyResult("2026-09", {}, {"churn": "act"})
+    assert drift.exit_code == EXIT_ACTION == 3 and "churn" in drift.needs_action[0]
+    off = MonthlyResult("2026-09", {}, {}, {"2026-06": {"churn": "off promise"}})
+    assert off.exit_code == EXIT_ACTION and "2026-06" in off.needs_action[0]
