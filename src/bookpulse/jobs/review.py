@@ -20,6 +20,7 @@ from bookpulse.book import io
 from bookpulse.config import get_settings
 from bookpulse.errors import MonitorError
 from bookpulse.jobs.monitor import Report
+from bookpulse.jobs.uplift import true_benefit
 from bookpulse.labels import labelled_months, labels_for_month
 from bookpulse.model import lists as list_rules
 from bookpulse.model.realised import (
@@ -155,7 +156,7 @@ def risk_against_value(
         table = read_scores(out, spec.entity)
         if f"{uplift.prefix}_value" not in table or f"{spec.prefix}_decile" not in table:
             continue
-        true = _true_benefit(book, scored, spec, uplift)
+        true = true_benefit(book, scored, spec, uplift)
         if true is None:
             continue
         key = spec.id_column
@@ -174,30 +175,12 @@ def risk_against_value(
     return found
 
 
-def _true_benefit(book: Path, scored: str, spec: ModelSpec, uplift) -> pd.Series | None:
-    """The simulator's reach x effect at month-end `scored`, in the direction the action
-    aims at, by id."""
-    effect, reach = uplift.uplift.truth_effect, uplift.uplift.truth_reach
-    if effect is None or reach is None:
-        return None
-    if spec.entity == "card":
-        truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
-        truth = truth.loc[truth["as_of"].eq(io.month_end(scored))]
-    else:
-        truth = io.read_truth(book, [scored])
-    if effect not in truth or reach not in truth:
-        return None
-    sign = -1.0 if uplift.uplift.aim == "lower" else 1.0
-    values = sign * (truth[effect] * truth[reach]).to_numpy(float)
-    return pd.Series(values, index=truth[spec.id_column].to_numpy())
-
-
 def _true_effect(book: Path, scored: str, spec: ModelSpec, rows: pd.DataFrame, uplift_spec):
     """The simulator's average reach x effect over the listed rows, in the outcome's own
     direction (None: not synthetic)."""
     if uplift_spec is None or not (book / io.TRUTH_DIR).is_dir():
         return None
-    benefit = _true_benefit(book, scored, spec, uplift_spec)
+    benefit = true_benefit(book, scored, spec, uplift_spec)
     if benefit is None:
         return None
     sign = -1.0 if uplift_spec.uplift.aim == "lower" else 1.0

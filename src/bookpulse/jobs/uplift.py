@@ -24,26 +24,39 @@ from bookpulse.model.dataset import contacts_of, uplift_months, uplift_set
 from bookpulse.specs import ModelSpec, UpliftSpec
 
 
-def _true_benefit(
-    book: Path, spec: UpliftSpec, outcome: ModelSpec, rows: pd.DataFrame, sign: float
-) -> np.ndarray | None:
-    """The simulator's reach x effect for these rows, in the aimed direction (None: not a
-    synthetic book, or one made before campaigns). Read only here, for the ceiling."""
+def true_benefit(book: Path, month: str, outcome: ModelSpec, spec: UpliftSpec) -> pd.Series | None:
+    """The simulator's reach x effect at month-end `month`, in the direction the action aims
+    at, by id (None: not a synthetic book, or one made before campaigns). Read only for
+    evaluation and review, never for features or fitting."""
     effect, reach = spec.uplift.truth_effect, spec.uplift.truth_reach
     if effect is None or reach is None or not (book / io.TRUTH_DIR).is_dir():
         return None
-    key = outcome.id_column
     if outcome.entity == "card":
         truth = pd.read_parquet(book / io.TRUTH_DIR / "cards.parquet")
+        truth = truth.loc[truth["as_of"].eq(io.month_end(month))]
     else:
-        months = sorted(rows["as_of"].dt.strftime("%Y-%m").unique())
-        truth = io.read_truth(book, months).rename(columns={"month": "as_of"})
+        truth = io.read_truth(book, [month])
     if effect not in truth or reach not in truth:
         return None
-    merged = rows[[key, "as_of"]].merge(
-        truth[[key, "as_of", effect, reach]], on=[key, "as_of"], how="left"
-    )
-    return sign * (merged[effect] * merged[reach]).to_numpy(float)
+    sign = -1.0 if spec.uplift.aim == "lower" else 1.0
+    values = sign * (truth[effect] * truth[reach]).to_numpy(float)
+    return pd.Series(values, index=truth[outcome.id_column].to_numpy())
+
+
+def _true_benefit(
+    book: Path, spec: UpliftSpec, outcome: ModelSpec, rows: pd.DataFrame
+) -> np.ndarray | None:
+    """`true_benefit` for rows of several list months (id, as_of)."""
+    key = outcome.id_column
+    out = np.full(len(rows), np.nan)
+    months = rows["as_of"].dt.strftime("%Y-%m").to_numpy()
+    for month in np.unique(months):
+        found = true_benefit(book, month, outcome, spec)
+        if found is None:
+            return None
+        mine = months == month
+        out[mine] = found.reindex(rows.loc[mine, key].astype("int64").to_numpy()).to_numpy()
+    return out
 
 
 def train_uplift(
@@ -85,9 +98,7 @@ def train_uplift(
     y = test[label].to_numpy(float)
     good = 1 - y if sign < 0 else y
     treated = test["assignment"].astype(str).eq(uplift.TREATED).to_numpy()
-    ev = uplift.evaluate(
-        sign * effect, good, treated, _true_benefit(book, spec, outcome, test, sign)
-    )
+    ev = uplift.evaluate(sign * effect, good, treated, _true_benefit(book, spec, outcome, test))
     controls = {
         "train": int((~train["assignment"].astype(str).eq(uplift.TREATED)).sum()),
         "test": int((~treated).sum()),
