@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint bench bench-10m lock clean ui serve
+.PHONY: install demo test test-fast lint bench bench-10m lock clean ui serve tracking-server
 
 BOOKPULSE_HOME ?= data
 
@@ -25,10 +25,11 @@ demo: $(STAMP)  ## the whole job on the synthetic default: book, features, train
 serve: $(STAMP)  ## the real-time API on 127.0.0.1:3000 (run make demo first)
 	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse serve --port 3000
 
-ui: $(STAMP)  ## MLflow UI on the embedded store: experiments, runs, registry
-	@mkdir -p $(BOOKPULSE_HOME)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(BOOKPULSE_HOME))/mlflow.db \
-		--default-artifact-root $(abspath $(BOOKPULSE_HOME))/mlartifacts --host 127.0.0.1 --port 5000
+ui: $(STAMP)  ## MLflow UI on the home's embedded store (one worker; Ctrl-C stops it)
+	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse ui --port 5000
+
+tracking-server: $(STAMP)  ## the team's MLflow server: PostgreSQL, proxied artifacts, basic auth
+	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse tracking-server --port 5000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

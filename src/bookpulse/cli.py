@@ -467,6 +467,137 @@ def monthly(
     raise typer.Exit(result.exit_code)
 
 
+@contextmanager
+def _until_stopped():
+    """Ctrl-C or SIGTERM (a service manager's stop) end the block normally, so whatever it
+    started is stopped in order."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (use --host to expose).")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """MLflow's UI on $BOOKPULSE_HOME's embedded store, for an analyst: experiments open as
+    classic machine-learning experiments, each with a saved view whose columns are the metrics
+    analysts compare (the links printed open it). One web worker, no background jobs; Ctrl-C
+    or SIGTERM stops it and everything it started."""
+    from bookpulse.jobs.tracking_server import ui as ui_job
+
+    _quiet_mlflow()
+    with _errors(), _until_stopped(), ui_job(_home(), host, port) as (url, server, links):
+        console.print(f"MLflow UI on {url} (answered in {server.seconds_to_answer:.1f} s)")
+        for name, link in links.items():
+            console.print(f"  {name}: {link}", soft_wrap=True, markup=False)
+        console.print("Ctrl-C stops it.")
+        server.wait()
+
+
+@app.command("tracking-server")
+def tracking_server_command(
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the server keeps its database, artifacts and secrets "
+            "[default: $BOOKPULSE_HOME/tracking-server]."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port for the team's clients.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface (0.0.0.0 to serve the LAN).")] = "127.0.0.1",
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="Your bank's PostgreSQL for runs and models, as a SQLAlchemy URL "
+            "(postgresql+psycopg://user@host/db; the password from PGPASSWORD) [default: a local "
+            "cluster in FOLDER/pgdata]."
+        ),
+    ] = None,
+    auth_database: Annotated[
+        str | None, typer.Option(help="With --database: the database for users and rights.")
+    ] = None,
+) -> None:
+    """The team's MLflow tracking server: PostgreSQL behind it (a local cluster unless
+    --database names yours), artifacts proxied (clients see mlflow-artifacts:/ URIs), and
+    MLflow's basic auth: every call needs a user. `admin` is made on first start, its password
+    from MLFLOW_AUTH_ADMIN_PASSWORD or written to FOLDER/admin-password; add each analyst (and
+    the scheduler's account) with `bookpulse tracking-user NAME`. Clients set
+    MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. Ctrl-C or
+    SIGTERM stops the server and its database."""
+    from bookpulse.jobs.tracking_server import tracking_server
+
+    folder = folder or _home() / "tracking-server"
+    with (
+        _errors(),
+        _until_stopped(),
+        tracking_server(folder, host, port, database, auth_database) as running,
+    ):
+        console.print(
+            f"tracking server on {running.url} (answered in "
+            f"{running.server.seconds_to_answer:.1f} s); data in {running.folder}"
+        )
+        if not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+            console.print(f"admin's password: {running.folder / 'admin-password'}")
+        console.print(f"clients: export MLFLOW_TRACKING_URI={running.url}", markup=False)
+        console.print("Ctrl-C stops it.")
+        running.server.wait()
+
+
+@app.command("tracking-user")
+def tracking_user(
+    name: Annotated[str, typer.Argument(help="The user to add (an analyst, or a job's account).")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="BOOKPULSE_NEW_USER_PASSWORD",
+            help="The user's password (asked for when not given; or BOOKPULSE_NEW_USER_PASSWORD).",
+        ),
+    ],
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="The server's folder, for the admin's password file "
+            "[default: $BOOKPULSE_HOME/tracking-server]."
+        ),
+    ] = None,
+) -> None:
+    """Add a user to the tracking server at MLFLOW_TRACKING_URI (or set the password of one
+    there), as `admin`: the admin's password from MLFLOW_AUTH_ADMIN_PASSWORD or the server's
+    FOLDER/admin-password. New users may read and edit every experiment and model (EDIT);
+    the admin can narrow that per experiment with MLflow's permission API."""
+    from bookpulse.jobs.tracking_server import ServerError, add_user
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    with _errors():
+        if not uri.startswith(("http://", "https://")):
+            raise ServerError("set MLFLOW_TRACKING_URI to the tracking server's address first")
+        admin = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+        if not admin:
+            file = (folder or _home() / "tracking-server") / "admin-password"
+            if not file.is_file():
+                raise ServerError(
+                    f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or give the server's "
+                    f"--folder (no {file})"
+                )
+            admin = file.read_text().strip()
+        add_user(uri, admin, name, password)
+    console.print(f"user {name} can now sign in to {uri}")
+
+
 @app.command()
 def demo() -> None:
     """Run the whole job on the embedded default: a 20,000-customer, 24-month synthetic book

@@ -24,6 +24,9 @@ def load_champion(spec: ModelSpec, threads: int = 0) -> Champion:
     try:
         mv = MlflowClient().get_model_version_by_alias(name, tracking.CHAMPION)
     except MlflowException:
+        why = tracking.missing_experiment(name, spec.name)
+        if why:
+            raise NoChampion(why) from None
         raise NoChampion(
             f"{name} has no champion in the registry at {mlflow.get_registry_uri()}: run "
             f"`bookpulse train {spec.name}` then `bookpulse promote {spec.name}` (or `make demo`)"

@@ -108,7 +108,12 @@ def _score(model: ScoringModel, frame, label: str) -> dict[str, float]:
 
 
 def _record(home: Path, decision: Decision) -> None:
-    exp = tracking.experiment_id(home, PROMOTIONS_EXPERIMENT)
+    exp = tracking.experiment_id(
+        home,
+        PROMOTIONS_EXPERIMENT,
+        description="Every promotion, refusal and rollback of a champion: one run each, tagged "
+        "with the model, the versions before and after, the gates and the reason.",
+    )
     with mlflow.start_run(experiment_id=exp, run_name=f"{decision.action} {decision.model}"):
         mlflow.set_tags(
             {
@@ -120,6 +125,7 @@ def _record(home: Path, decision: Decision) -> None:
                 "champion_after": decision.champion_after or "",
                 "reason": decision.reason[:5000],
                 "decided_at": decision.time,
+                **tracking.who(),
             }
         )
         if decision.window:
@@ -135,7 +141,10 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     name = spec.registered_name
     challenger = _version(client, name, tracking.CHALLENGER)
     if challenger is None:
-        raise RegistryError(f"{name} has no challenger: run `bookpulse train {spec.name}` first")
+        why = tracking.missing_experiment(name, spec.name)
+        raise RegistryError(
+            why or f"{name} has no challenger: run `bookpulse train {spec.name}` first"
+        )
     champion = _version(client, name, tracking.CHAMPION)
     window = split_months(spec, io.read_meta(book)["months"])["test"]
     if challenger == champion:

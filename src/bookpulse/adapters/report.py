@@ -274,9 +274,15 @@ def write_page(path: Path, text: str) -> None:
 
 def log_report_run(home: Path, kind: str, month: str, metrics: dict, tags: dict, page: Path) -> str:
     """One MLflow run in the monitoring experiment: the figures, the verdicts, the page."""
-    exp = tracking.experiment_id(home, EXPERIMENT)
+    exp = tracking.experiment_id(
+        home,
+        EXPERIMENT,
+        description="Every month's monitor (drift of features and scores) and review (realised "
+        "outcomes of the months whose windows have closed): one run each, with its verdicts "
+        "as tags and its report page as an artifact.",
+    )
     with mlflow.start_run(experiment_id=exp, run_name=f"{kind} {month}") as run:
-        mlflow.set_tags({"kind": kind, "month": month, **tags})
+        mlflow.set_tags({"kind": kind, "month": month, **tags, **tracking.who()})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_artifact(str(page))
     return run.info.run_id

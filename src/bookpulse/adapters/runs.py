@@ -53,4 +53,6 @@ def compare_runs(registered_name: str, last: int = 10) -> tuple[pd.DataFrame, pd
     diff.columns = names
     started = runs["start_time"].dt.strftime("%Y-%m-%d %H:%M")
     metrics.loc["started"] = started.to_numpy()
+    if "tags.mlflow.user" in runs:  # on a shared server: which analyst ran it
+        metrics.loc["by"] = runs["tags.mlflow.user"].fillna("").to_numpy()
     return metrics, diff

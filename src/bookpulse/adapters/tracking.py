@@ -7,8 +7,10 @@ at a real server instead. One experiment per model: `bookpulse-<model>`.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -31,25 +33,84 @@ def tracking_uri(home: Path) -> str:
 
 
 PROBE_SECONDS = 10.0
+# MLflow's client retries a failing call 7 times with a doubling back-off (minutes of silence);
+# bookpulse checks the server first, so a job fails within seconds with the cause named
+BOUNDED_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+UNSET = "unset MLFLOW_TRACKING_URI to use the embedded store under $BOOKPULSE_HOME"
 
 
-def reachable(uri: str, timeout: float = PROBE_SECONDS) -> None:
-    """Refuse at once a tracking server that does not answer (MLflow's own client would retry
-    for minutes and then blame a missing model). Any HTTP answer counts: a server that wants a
-    password still answers."""
+def _auth_header() -> dict[str, str]:
+    import base64
+
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+    return {}
+
+
+def check_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Refuse at once a tracking server that bookpulse cannot use, naming why: it does not
+    answer (down, wrong address, a firewall), it refuses the credentials, it answers but fails
+    (its database down), or it is not an MLflow server. Two calls, each bounded by `timeout`
+    (MLflow's own client would retry for minutes and then blame a missing model)."""
     import urllib.error
     import urllib.request
 
+    base = uri.rstrip("/")
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        urllib.request.urlopen(f"{base}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
-        return  # it answered
+        pass  # it answered; the real call below says more
     except (urllib.error.URLError, OSError) as exc:
         why = getattr(exc, "reason", exc)
         raise BookpulseError(
-            f"the MLflow tracking server at {uri} does not answer ({why}): start it, or "
-            "unset MLFLOW_TRACKING_URI to use the embedded store under $BOOKPULSE_HOME"
+            f"the MLflow tracking server at {uri} does not answer ({why}): start it "
+            f"(`make tracking-server`), check the address, or {UNSET}"
         ) from None
+    # one authenticated read, as every job's first call would be
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/experiments/search?max_results=1", headers=_auth_header()
+    )
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+        return
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise BookpulseError(
+            f"the MLflow tracking server at {uri} answered its health check but not a "
+            f"search ({why}): it is overloaded or failing; ask its administrator"
+        ) from None
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401:
+        who = f"the password of user {user!r}" if user else "calls without credentials"
+        raise BookpulseError(
+            f"the MLflow tracking server at {uri} refused {who}: set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD to the account its administrator gave you"
+        )
+    if status == 403:
+        raise BookpulseError(
+            f"the MLflow tracking server at {uri} let user {user!r} in but not read "
+            "experiments: ask its administrator for READ (and EDIT to train) permission"
+        )
+    if status == 404:
+        raise BookpulseError(
+            f"{uri} answers but is not an MLflow tracking server (no experiments API): check "
+            f"MLFLOW_TRACKING_URI, or {UNSET}"
+        )
+    raise BookpulseError(
+        f"the MLflow tracking server at {uri} answers but fails (HTTP {status}): its database "
+        "may be down; see the server's log (`mlflow.log` in its folder)"
+    )
 
 
 _configured: tuple | None = None  # (tracking URI, registry URI) set by the last call
@@ -123,7 +184,9 @@ def configure(home: Path) -> str:
         return uri
     home.mkdir(parents=True, exist_ok=True)
     if uri.startswith(("http://", "https://")):
-        reachable(uri)
+        for key, value in BOUNDED_RETRIES.items():
+            os.environ.setdefault(key, value)
+        check_server(uri)
     if not before["MLFLOW_TRACKING_URI"]:
         relocate_store(home)
     mlflow.set_tracking_uri(uri)
@@ -141,19 +204,102 @@ def configure(home: Path) -> str:
     return uri
 
 
-def experiment_id(home: Path, name: str) -> str:
-    """The experiment `name`, created with its artifacts under $BOOKPULSE_HOME when new."""
+# MLflow 3 opens an experiment in its GenAI view (traces, judges) unless told what it is
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+SHARED_VIEW = "mlflow.sharedViewState."
+ANALYST_VIEW = "analyst"  # the saved view `bookpulse ui` opens: the metrics analysts compare
+
+
+def analyst_view(metrics: Sequence[str], params: Sequence[str] = ()) -> str:
+    """MLflow's saved-view envelope for the runs table: who ran it, the given metrics (first
+    one sorted, best first) and parameters as columns, newest runs' table in full."""
+    columns = ["attributes.`User`", "attributes.`Models`", "attributes.`Dataset`"]
+    columns += [f"params.`{p}`" for p in params] + [f"metrics.`{m}`" for m in metrics]
+    state = {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": columns,
+        "runsHiddenMode": "SHOW_ALL",
+        "viewMaximized": False,
+        "runListHidden": False,
+        "isAccordionReordered": False,
+        "groupBy": None,
+        "groupsExpanded": {},
+    }
+    return json.dumps(
+        {
+            "name": "bookpulse: the metrics analysts compare",
+            "createdAt": 0,
+            "updatedAt": 0,
+            "state": json.dumps(state),
+        }
+    )
+
+
+def view_url(base: str, experiment: str) -> str:
+    """The link that opens an experiment's runs in the analyst's view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?viewStateShareKey={ANALYST_VIEW}"
+
+
+def on_server() -> bool:
+    return (os.environ.get("MLFLOW_TRACKING_URI") or "").startswith(("http://", "https://"))
+
+
+def missing_experiment(name: str, model: str) -> str | None:
+    """On a tracking server, why `name` cannot be read when its experiment is not there (a
+    model never trained on this server, or the wrong server); None when it is, or on the
+    embedded store (where a fresh home simply has nothing yet)."""
+    if not on_server() or MlflowClient().get_experiment_by_name(name) is not None:
+        return None
+    return (
+        f"the tracking server at {os.environ['MLFLOW_TRACKING_URI']} has no experiment {name}: "
+        f"{model} was never trained there. Train it there (`bookpulse train {model}`), or check "
+        "that MLFLOW_TRACKING_URI names your team's server"
+    )
+
+
+def who() -> dict[str, str]:
+    """The run's user: the account signed in to the tracking server when there is one (two
+    analysts on one machine account still show apart), else MLflow's own (the OS user)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return {"mlflow.user": user} if user and os.environ.get("MLFLOW_TRACKING_URI") else {}
+
+
+def experiment_id(
+    home: Path,
+    name: str,
+    description: str = "",
+    metrics: Sequence[str] = (),
+    params: Sequence[str] = (),
+) -> str:
+    """The experiment `name`, created with its artifacts under $BOOKPULSE_HOME when new
+    (on a server: wherever the server keeps them). It opens as a classic machine-learning
+    experiment, with `description` as its note and, when `metrics` are given, the analyst's
+    view of them; tags already right are left as they are."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
+    tags = dict(EXPERIMENT_KIND)
+    if description:
+        tags["mlflow.note.content"] = description.strip()
+    if metrics:
+        tags[SHARED_VIEW + ANALYST_VIEW] = analyst_view(metrics, params)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             # someone deleted it in the UI; its name is still taken, so bring it back
             client.restore_experiment(found.experiment_id)
+        for key, value in tags.items():
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         location = (Path(home).resolve() / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=tags)
 
 
 with warnings.catch_warnings(record=True):
@@ -190,12 +336,24 @@ with warnings.catch_warnings(record=True):
             return pd.DataFrame({"effect": self.model.effect(pd.DataFrame(model_input))})
 
 
+DESCRIPTION_LIMIT = 5000  # MLflow's SQL registry keeps at most this many characters
+
+
 def register(
-    python_model, artifacts: dict[str, str], example: pd.DataFrame, output: pd.DataFrame, name: str
+    python_model,
+    artifacts: dict[str, str],
+    example: pd.DataFrame,
+    output: pd.DataFrame,
+    name: str,
+    description: str = "",
+    card: str = "",
+    tags: dict[str, str] | None = None,
 ) -> str:
     """Log the pyfunc (its artifacts, the package's code, signature, input example, pinned
     requirements) in the active run, register it as `name` and give the new version the
-    alias `challenger`; returns the version."""
+    alias `challenger`; returns the version. The registered model carries `description`
+    (the spec's), the version its model card (Markdown, which the registry page renders) and
+    `tags` (windows, book, spec and feature-set hashes)."""
     import contextlib
     from io import StringIO
 
@@ -215,8 +373,22 @@ def register(
             registered_model_name=name,
         )
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
+    client = MlflowClient()
+    if description:
+        client.update_registered_model(name, description=description.strip())
+    if card:
+        client.update_model_version(name, version, description=_fit(card))
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, CHALLENGER, version)
     return version
+
+
+def _fit(card: str) -> str:
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    tail = "\n\n... (cut: the whole card is `validation/model_card.md` in the run's artifacts)"
+    return card[: DESCRIPTION_LIMIT - len(tail)] + tail
 
 
 def example_input(frame: pd.DataFrame, features: list[str], rows: int = 5) -> pd.DataFrame:

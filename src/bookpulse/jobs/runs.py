@@ -8,6 +8,7 @@ import pandas as pd
 
 from bookpulse.adapters import tracking
 from bookpulse.adapters.runs import compare_runs
+from bookpulse.errors import BookpulseError
 from bookpulse.specs import load_uplift_specs, spec_named
 
 
@@ -16,4 +17,7 @@ def runs(home: Path, model: str, last: int = 5) -> tuple[pd.DataFrame, pd.DataFr
     uplifts = load_uplift_specs()
     spec = uplifts[model][0] if model in uplifts else spec_named(model)
     tracking.configure(home)
+    why = tracking.missing_experiment(spec.registered_name, model)
+    if why:
+        raise BookpulseError(why)
     return compare_runs(spec.registered_name, last)

@@ -106,7 +106,7 @@ def train_and_log(
     ev = evaluate(
         test[label].to_numpy(), p_test, test["as_of"], p_train, _truth_for(book, spec, test)
     )
-    exp = tracking.experiment_id(home, spec.registered_name)
+    exp = _experiment(home, spec)
     rows = {k: len(v) for k, v in parts.items()}
     rates = {k: float(v[label].mean()) for k, v in parts.items()}
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name} {windows['test'][-1]}") as run:
@@ -118,6 +118,7 @@ def train_and_log(
                 "book": str(Path(book).resolve()),
                 "book_seed": str(meta.get("seed")),
                 "book_generator": str(meta.get("generator")),
+                **tracking.who(),
             }
         )
         mlflow.log_params({f"lgb.{k}": v for k, v in spec.lightgbm.params.items()})
@@ -164,19 +165,18 @@ def train_and_log(
             month = test["as_of"].dt.strftime("%Y-%m").to_numpy()
             profile = reference_profile(model, test, p_test, month)
             (out / tracking.REFERENCE_FILE).write_text(json.dumps(profile))
-            (out / "model_card.md").write_text(
-                model_card(
-                    spec.name,
-                    spec.description,
-                    spec.target.model_dump(),
-                    windows,
-                    rows,
-                    rates,
-                    ev.metrics,
-                    spec.gates.model_dump(),
-                    str(book),
-                )
+            card = model_card(
+                spec.name,
+                spec.description,
+                spec.target.model_dump(),
+                windows,
+                rows,
+                rates,
+                ev.metrics,
+                spec.gates.model_dump(),
+                str(book),
             )
+            (out / "model_card.md").write_text(card)
             (out / "spec.json").write_text(spec.model_dump_json(indent=2))
             mlflow.log_artifacts(str(out), artifact_path="validation")
             model_file = out / tracking.MODEL_FILE
@@ -188,6 +188,15 @@ def train_and_log(
                 example,
                 pd.DataFrame({"probability": p_test[:5]}),
                 spec.registered_name,
+                description=spec.description,
+                card=card,
+                tags={
+                    "model": spec.name,
+                    "book": str(Path(book).resolve()),
+                    "spec_hash": spec.spec_hash,
+                    "feature_set_hash": feature_set_hash(spec),
+                    **{f"window.{k}": f"{v[0]}..{v[-1]}" for k, v in windows.items()},
+                },
             )
     return TrainResult(
         model=spec.name,
@@ -195,6 +204,20 @@ def train_and_log(
         version=version,
         metrics=ev.metrics,
         seconds=time.perf_counter() - started,
+    )
+
+
+# what an analyst compares across runs, shown as columns in the experiment's analyst view
+ANALYST_METRICS = ("auc", "ceiling_auc", "gap_to_ceiling", "ece", "lift_top10", "brier")
+
+
+def _experiment(home: Path, spec: ModelSpec) -> str:
+    return tracking.experiment_id(
+        home,
+        spec.registered_name,
+        description=spec.description,
+        metrics=ANALYST_METRICS,
+        params=("window.test",),
     )
 
 
@@ -210,7 +233,7 @@ def train_models(
     each. The tracking store is reached first, so an unreachable server fails at once."""
     tracking.configure(home)
     for spec in specs:
-        tracking.experiment_id(home, spec.registered_name)
+        _experiment(home, spec)
     if sets is None:
         sets = training_sets(book, specs, progress=lambda m: progress and progress(f"features {m}"))
     results = []

@@ -76,7 +76,7 @@ def train_uplift(
     contacts = contacts_of(book, spec.uplift.list, spec.uplift.action)
     train_months, test_months = uplift_months(outcome, meta["months"], contacts, spec.split)
     tracking.configure(home)  # an unreachable tracking server fails here, before the work
-    tracking.experiment_id(home, spec.registered_name)
+    _experiment(home, spec)
     rows = uplift_set(
         book,
         outcome,
@@ -108,7 +108,7 @@ def train_uplift(
         "rows_train": float(len(train)),
         "control_rows_train": controls["train"],
     }
-    exp = tracking.experiment_id(home, spec.registered_name)
+    exp = _experiment(home, spec)
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name} {test_months[-1]}") as run:
         mlflow.set_tags(
             {
@@ -120,6 +120,7 @@ def train_uplift(
                 "entity": outcome.entity,
                 "book": str(Path(book).resolve()),
                 "book_seed": str(meta.get("seed")),
+                **tracking.who(),
             }
         )
         mlflow.log_params({f"outcome.{k}": v for k, v in spec.lightgbm.outcome.items()})
@@ -147,18 +148,10 @@ def train_uplift(
             word = "customers kept" if sign < 0 else f"more {label}"
             uplift.plot_uplift(out / "plots", spec.name, ev, word)
             ev.deciles.to_csv(out / "uplift_by_decile.csv", index=False)
-            (out / "model_card.md").write_text(
-                _card(
-                    spec,
-                    outcome,
-                    train_months,
-                    test_months,
-                    len(train),
-                    len(test),
-                    controls,
-                    metrics,
-                )
+            card = _card(
+                spec, outcome, train_months, test_months, len(train), len(test), controls, metrics
             )
+            (out / "model_card.md").write_text(card)
             (out / "spec.json").write_text(spec.model_dump_json(indent=2))
             mlflow.log_artifacts(str(out), artifact_path="validation")
             model_file = out / tracking.UPLIFT_MODEL_FILE
@@ -169,6 +162,15 @@ def train_uplift(
                 tracking.example_input(test, list(spec.features)),
                 pd.DataFrame({"effect": effect[:5]}),
                 spec.registered_name,
+                description=spec.description,
+                card=card,
+                tags={
+                    "model": spec.name,
+                    "book": str(Path(book).resolve()),
+                    "spec_hash": spec.spec_hash,
+                    "window.train": f"{train_months[0]}..{train_months[-1]}",
+                    "window.test": f"{test_months[0]}..{test_months[-1]}",
+                },
             )
     return TrainResult(
         model=spec.name,
@@ -234,3 +236,17 @@ def _card(spec, outcome, train_months, test_months, n_train, n_test, controls, m
         "Gates: " + json.dumps(spec.gates.model_dump()),
     ]
     return "\n".join(lines) + "\n"
+
+
+# what an analyst compares across an uplift model's runs (the analyst view's columns)
+ANALYST_METRICS = ("qini", "qini_z", "auuc", "ate_realised", "ate_predicted", "ate_true")
+
+
+def _experiment(home: Path, spec: UpliftSpec) -> str:
+    return tracking.experiment_id(
+        home,
+        spec.registered_name,
+        description=spec.description,
+        metrics=ANALYST_METRICS,
+        params=("window.test",),
+    )
