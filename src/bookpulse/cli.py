@@ -499,8 +499,11 @@ def ui(
     _quiet_mlflow()
     with _errors(), _until_stopped(), ui_job(_home(), host, port) as (url, server, links):
         console.print(f"MLflow UI on {url} (answered in {server.seconds_to_answer:.1f} s)")
+        console.print("each experiment's runs, with the metrics analysts compare as columns:")
         for name, link in links.items():
             console.print(f"  {name}: {link}", soft_wrap=True, markup=False)
+        registry = f"{url}/#/models?workflowType=machine_learning"
+        console.print(f"registered models and their model cards: {registry}", markup=False)
         console.print("Ctrl-C stops it.")
         server.wait()
 

@@ -236,3 +236,66 @@ def test_a_copied_and_moved_home_works_without_touching_the_original(
     db = (moved / "mlflow.db").read_bytes()
     assert str(original.resolve()).encode() not in db
     assert str(moved.resolve()).encode() in db
+
+
+def test_the_ui_answers_with_one_worker_and_stops_cleanly(trained) -> None:
+    """`bookpulse ui` (what `make ui` runs): one web worker, no background job consumers, the
+    experiments labelled for analysts, and SIGTERM leaves no process behind."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from bookpulse.jobs.tracking_server import free_port
+
+    home, specs, _ = trained
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bookpulse"), "ui", "--port", str(port)],
+        env={**env, "BOOKPULSE_HOME": str(home), "COLUMNS": "250"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in proc.stdout:  # until it says it is up (or ends)
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        out = "".join(lines)
+        assert f"MLflow UI on http://127.0.0.1:{port}" in out, out
+        assert "viewStateShareKey=analyst&workflowType=machine_learning" in out
+        ours = _processes_with(f"--port {port}")
+        assert len(ours) == 3, ours  # bookpulse, `mlflow server` and its one uvicorn worker
+        assert any("uvicorn" in c and "--workers 1" in c for c in ours), ours
+        assert not _processes_with("huey"), "no job consumers"
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(
+            f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=bookpulse-churn"
+        ) as reply:
+            tags = {t["key"]: t["value"] for t in json.load(reply)["experiment"]["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        view = json.loads(json.loads(tags["mlflow.sharedViewState.analyst"])["state"])
+        for metric in ("auc", "gap_to_ceiling", "ece", "lift_top10"):
+            assert f"metrics.`{metric}`" in view["selectedColumns"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, rest
+    assert "stopped" in rest
+    assert not _processes_with(f"--port {port}"), "nothing left running"
+
+
+def _processes_with(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args.strip())
+    return found

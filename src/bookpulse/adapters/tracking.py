@@ -213,7 +213,7 @@ ANALYST_VIEW = "analyst"  # the saved view `bookpulse ui` opens: the metrics ana
 def analyst_view(metrics: Sequence[str], params: Sequence[str] = ()) -> str:
     """MLflow's saved-view envelope for the runs table: who ran it, the given metrics (first
     one sorted, best first) and parameters as columns, newest runs' table in full."""
-    columns = ["attributes.`User`", "attributes.`Models`", "attributes.`Dataset`"]
+    columns = ["attributes.`User`"]
     columns += [f"params.`{p}`" for p in params] + [f"metrics.`{m}`" for m in metrics]
     state = {
         "searchFilter": "",
@@ -242,8 +242,12 @@ def analyst_view(metrics: Sequence[str], params: Sequence[str] = ()) -> str:
 
 
 def view_url(base: str, experiment: str) -> str:
-    """The link that opens an experiment's runs in the analyst's view."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?viewStateShareKey={ANALYST_VIEW}"
+    """The link that opens an experiment's runs in the analyst's view, in MLflow's
+    model-training mode (its GenAI mode is the default for a browser that never chose)."""
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment}/runs"
+        f"?viewStateShareKey={ANALYST_VIEW}&workflowType=machine_learning"
+    )
 
 
 def on_server() -> bool:
