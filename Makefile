@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint bench bench-10m lock clean ui serve tracking-server
+.PHONY: install demo test test-fast lint bench bench-10m lock clean ui ui-check serve tracking-server
 
 BOOKPULSE_HOME ?= data
 
@@ -27,6 +27,9 @@ serve: $(STAMP)  ## the real-time API on 127.0.0.1:3000 (run make demo first)
 
 ui: $(STAMP)  ## MLflow UI on the home's embedded store (one worker; Ctrl-C stops it)
 	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse ui --port 5000
+
+ui-check: $(STAMP)  ## open make ui's pages in headless Chromium: screenshots under $(BOOKPULSE_HOME)/reports/ui
+	$(BIN)/python benchmarks/ui_check.py --home $(BOOKPULSE_HOME)
 
 tracking-server: $(STAMP)  ## the team's MLflow server: PostgreSQL, proxied artifacts, basic auth
 	BOOKPULSE_HOME=$(BOOKPULSE_HOME) $(BIN)/bookpulse tracking-server --port 5000

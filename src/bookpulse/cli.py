@@ -567,7 +567,8 @@ def tracking_user(
             hide_input=True,
             confirmation_prompt=True,
             envvar="BOOKPULSE_NEW_USER_PASSWORD",
-            help="The user's password (asked for when not given; or BOOKPULSE_NEW_USER_PASSWORD).",
+            help="The user's password, 12 characters at least (asked for when not given; or "
+            "BOOKPULSE_NEW_USER_PASSWORD).",
         ),
     ],
     folder: Annotated[

@@ -159,6 +159,31 @@ def test_promote_score_monitor_review_against_the_server(server, homes):
     assert f"churn v{champion.version}" in res.output or champion.version in res.output
 
 
+def test_the_admin_adds_a_user_by_command(server, homes, monkeypatch):
+    env = {
+        "MLFLOW_TRACKING_URI": server.url,
+        "BOOKPULSE_HOME": str(homes["ana"]),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": server.admin_password,
+    }
+    short = CliRunner().invoke(
+        cli.app, ["tracking-user", "carl", "--password", "too-short"], env=env
+    )
+    assert short.exit_code == 2
+    assert "would not add user carl: Password must be at least 12 characters" in short.output
+    res = CliRunner().invoke(
+        cli.app,
+        ["tracking-user", "carl"],
+        env={**env, "BOOKPULSE_NEW_USER_PASSWORD": "carl-Secret-3"},
+    )
+    assert res.exit_code == 0, res.output
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carl")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "carl-Secret-3")
+    tracking.check_server(server.url)  # carl signs in
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "carl-wrong-pw")
+    with pytest.raises(BookpulseError, match="refused the password of user 'carl'"):
+        tracking.check_server(server.url)
+
+
 # --- trouble, named ----------------------------------------------------------------------
 
 
@@ -258,3 +283,24 @@ class _as:
                 os.environ[key] = value
         tracking._configured = None
         return False
+
+
+def test_an_address_that_is_not_an_mlflow_server_is_named():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{web.server_address[1]}"
+        with pytest.raises(BookpulseError, match="is not an MLflow tracking server"):
+            tracking.check_server(uri, timeout=5.0)
+    finally:
+        web.shutdown()

@@ -422,27 +422,28 @@ def add_user(url: str, admin_password: str, name: str, password: str) -> None:
     token = base64.b64encode(f"{ADMIN}:{admin_password}".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
-    def call(path: str, method: str, body: dict) -> int:
+    def call(path: str, method: str, body: dict) -> tuple[int, dict]:
         req = urllib.request.Request(
             f"{url}{path}", data=json.dumps(body).encode(), headers=headers, method=method
         )
         try:
             with urllib.request.urlopen(req, timeout=30) as reply:
-                return reply.status
+                return reply.status, {}
         except urllib.error.HTTPError as exc:
-            return exc.code
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                return exc.code, {}
 
-    status = call("/api/2.0/mlflow/users/create", "POST", {"username": name, "password": password})
+    body = {"username": name, "password": password}
+    status, error = call("/api/2.0/mlflow/users/create", "POST", body)
     if status == 401:
         raise ServerError(f"the server at {url} refused the admin's password")
-    if status in (400, 409):  # already there: set the password given
-        status = call(
-            "/api/2.0/mlflow/users/update-password",
-            "PATCH",
-            {"username": name, "password": password},
-        )
+    if error.get("error_code") == "RESOURCE_ALREADY_EXISTS":  # there: set the password given
+        status, error = call("/api/2.0/mlflow/users/update-password", "PATCH", body)
     if status >= 300:
-        raise ServerError(f"the server at {url} would not add user {name} (HTTP {status})")
+        why = error.get("message") or f"HTTP {status}"
+        raise ServerError(f"the server at {url} would not add user {name}: {why}")
 
 
 # --- the analyst's UI on one home ----------------------------------------------------------
