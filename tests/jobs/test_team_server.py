@@ -9,6 +9,7 @@ on one worker)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -156,7 +157,9 @@ def test_promote_score_monitor_review_against_the_server(server, homes):
     # the other analyst scores the same month with the team's champion, from their own home
     res = _bookpulse(server, homes["ben"], "ben", "score", "--as-of", SCORED, "--threads", "1")
     assert res.exit_code == 0, res.output
-    assert f"churn v{champion.version}" in res.output or champion.version in res.output
+    manifest = json.loads((homes["ben"] / "scores" / SCORED / "manifest.json").read_text())
+    assert manifest["models"]["churn"]["version"] == str(champion.version)
+    assert manifest["models"]["churn"]["run_id"] == champion.run_id
 
 
 def test_the_admin_adds_a_user_by_command(server, homes, monkeypatch):
