@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bookpulse.jobs.tracking_server import free_port
+from bookpulse.jobs.tracking_server import free_port, processes_with
 
 BIN = Path(sys.executable).parent
 CHROMIUM_FLAGS = [
@@ -34,18 +34,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--virtual-time-budget=20000",
 ]
-
-
-def processes_with(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(args.strip())
-    return found
 
 
 def wait_answers(url: str, limit: float = 600) -> float:

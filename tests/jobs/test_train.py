@@ -247,7 +247,7 @@ def test_the_ui_answers_with_one_worker_and_stops_cleanly(trained) -> None:
     import sys
     import urllib.request
 
-    from bookpulse.jobs.tracking_server import free_port
+    from bookpulse.jobs.tracking_server import free_port, processes_with
 
     home, specs, _ = trained
     port = free_port()
@@ -268,10 +268,10 @@ def test_the_ui_answers_with_one_worker_and_stops_cleanly(trained) -> None:
         out = "".join(lines)
         assert f"MLflow UI on http://127.0.0.1:{port}" in out, out
         assert "viewStateShareKey=analyst&workflowType=machine_learning" in out
-        ours = _processes_with(f"--port {port}")
+        ours = processes_with(f"--port {port}")
         assert len(ours) == 3, ours  # bookpulse, `mlflow server` and its one uvicorn worker
         assert any("uvicorn" in c and "--workers 1" in c for c in ours), ours
-        assert not _processes_with("huey"), "no job consumers"
+        assert not processes_with("huey"), "no job consumers"
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(
             f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=bookpulse-churn"
@@ -286,16 +286,4 @@ def test_the_ui_answers_with_one_worker_and_stops_cleanly(trained) -> None:
         rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, rest
     assert "stopped" in rest
-    assert not _processes_with(f"--port {port}"), "nothing left running"
-
-
-def _processes_with(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(args.strip())
-    return found
+    assert not processes_with(f"--port {port}"), "nothing left running"

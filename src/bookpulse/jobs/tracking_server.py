@@ -302,6 +302,19 @@ def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
         proc.wait(5)
 
 
+def processes_with(text: str) -> list[str]:
+    """The command lines of running processes that contain `text` (e.g. a server's port)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args.strip())
+    return found
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -460,8 +473,8 @@ def ui(
     from mlflow.tracking import MlflowClient
 
     from bookpulse.adapters import tracking
-    from bookpulse.jobs.train import _experiment
-    from bookpulse.jobs.uplift import _experiment as _uplift_experiment
+    from bookpulse.jobs.train import model_experiment
+    from bookpulse.jobs.uplift import ANALYST_METRICS as UPLIFT_METRICS
     from bookpulse.specs import load_model_specs, load_uplift_specs
 
     if tracking.on_server():
@@ -478,10 +491,10 @@ def ui(
     links = {}
     for spec in load_model_specs().values():
         if client.get_experiment_by_name(spec.registered_name):
-            links[spec.registered_name] = _experiment(home, spec)
+            links[spec.registered_name] = model_experiment(home, spec)
     for spec, _ in load_uplift_specs().values():
         if client.get_experiment_by_name(spec.registered_name):
-            links[spec.registered_name] = _uplift_experiment(home, spec)
+            links[spec.registered_name] = model_experiment(home, spec, UPLIFT_METRICS)
     argv = mlflow_server_argv(uri, host, port, None, auth=False) + [
         "--default-artifact-root",
         (home / "mlartifacts").as_uri(),

@@ -106,7 +106,7 @@ def train_and_log(
     ev = evaluate(
         test[label].to_numpy(), p_test, test["as_of"], p_train, _truth_for(book, spec, test)
     )
-    exp = _experiment(home, spec)
+    exp = model_experiment(home, spec)
     rows = {k: len(v) for k, v in parts.items()}
     rates = {k: float(v[label].mean()) for k, v in parts.items()}
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name} {windows['test'][-1]}") as run:
@@ -211,12 +211,14 @@ def train_and_log(
 ANALYST_METRICS = ("auc", "ceiling_auc", "gap_to_ceiling", "ece", "lift_top10", "brier")
 
 
-def _experiment(home: Path, spec: ModelSpec) -> str:
+def model_experiment(home: Path, spec, metrics: Sequence[str] = ANALYST_METRICS) -> str:
+    """A model's experiment (a scoring or an uplift model's spec), described by the spec and
+    with the analyst's view of `metrics` and the test window."""
     return tracking.experiment_id(
         home,
         spec.registered_name,
         description=spec.description,
-        metrics=ANALYST_METRICS,
+        metrics=metrics,
         params=("window.test",),
     )
 
@@ -233,7 +235,7 @@ def train_models(
     each. The tracking store is reached first, so an unreachable server fails at once."""
     tracking.configure(home)
     for spec in specs:
-        _experiment(home, spec)
+        model_experiment(home, spec)
     if sets is None:
         sets = training_sets(book, specs, progress=lambda m: progress and progress(f"features {m}"))
     results = []

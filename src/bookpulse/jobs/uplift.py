@@ -69,14 +69,14 @@ def train_uplift(
 ):
     """Fit, evaluate, log and register one uplift model. Refused (`NoContacts`, `BookError`)
     before any fitting when the book has no contacts of its list or no hold-out."""
-    from bookpulse.jobs.train import TrainResult, feature_set_hash
+    from bookpulse.jobs.train import TrainResult, feature_set_hash, model_experiment
 
     started = time.perf_counter()
     meta = io.read_meta(book)
     contacts = contacts_of(book, spec.uplift.list, spec.uplift.action)
     train_months, test_months = uplift_months(outcome, meta["months"], contacts, spec.split)
     tracking.configure(home)  # an unreachable tracking server fails here, before the work
-    _experiment(home, spec)
+    model_experiment(home, spec, ANALYST_METRICS)
     rows = uplift_set(
         book,
         outcome,
@@ -108,7 +108,7 @@ def train_uplift(
         "rows_train": float(len(train)),
         "control_rows_train": controls["train"],
     }
-    exp = _experiment(home, spec)
+    exp = model_experiment(home, spec, ANALYST_METRICS)
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name} {test_months[-1]}") as run:
         mlflow.set_tags(
             {
@@ -240,13 +240,3 @@ def _card(spec, outcome, train_months, test_months, n_train, n_test, controls, m
 
 # what an analyst compares across an uplift model's runs (the analyst view's columns)
 ANALYST_METRICS = ("qini", "qini_z", "auuc", "ate_realised", "ate_predicted", "ate_true")
-
-
-def _experiment(home: Path, spec: UpliftSpec) -> str:
-    return tracking.experiment_id(
-        home,
-        spec.registered_name,
-        description=spec.description,
-        metrics=ANALYST_METRICS,
-        params=("window.test",),
-    )
