@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.special import expit
 
 from bookpulse.model.explain import PathAttribution, top_k
-from bookpulse.model.fit import ScoringModel, numeric_matrix
+from bookpulse.model.fit import ScoringModel, level_codes, numeric_matrix, records_matrix
 from bookpulse.specs import FeatureSpec, ModelSpec
 
 REASONS = 3
@@ -44,7 +44,7 @@ class Champion:
     @cached_property
     def level_codes(self) -> dict[str, dict[str, int]]:
         """For each categorical feature, level -> its code in the model's input."""
-        return {f: {lv: i for i, lv in enumerate(ls)} for f, ls in self.model.categories.items()}
+        return level_codes(self.model.categories)
 
     @property
     def name(self) -> str:
@@ -104,21 +104,8 @@ def explain(champion: Champion, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 
 def matrix_from_records(champion: Champion, records: list[dict]) -> np.ndarray:
-    """`model_matrix` for a few rows given as dicts (the API), without pandas: numbers as
-    float, categories as their training codes (unknown or missing: NaN)."""
-    model = champion.model
-    X = np.full((len(records), len(model.features)), np.nan)
-    for j, name in enumerate(model.features):
-        codes = champion.level_codes.get(name)
-        for i, r in enumerate(records):
-            v = r.get(name)
-            if v is None:
-                continue
-            if codes is not None:
-                X[i, j] = codes.get(str(v), np.nan)
-            else:
-                X[i, j] = float(v)
-    return X
+    """`model_matrix` for a few rows given as dicts (the API), without pandas."""
+    return records_matrix(records, champion.model.features, champion.level_codes)
 
 
 def score_records(

@@ -55,6 +55,30 @@ def numeric_matrix(
     return np.column_stack(cols) if cols else np.empty((len(frame), 0))
 
 
+def level_codes(categories: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """For each categorical feature, level -> its code in the model's input."""
+    return {f: {lv: i for i, lv in enumerate(ls)} for f, ls in categories.items()}
+
+
+def records_matrix(
+    records: list[dict], features: list[str], codes: dict[str, dict[str, int]]
+) -> np.ndarray:
+    """`numeric_matrix` for a few rows given as dicts (the API), without pandas: numbers as
+    float, categories as their codes (`level_codes`; unknown or missing: NaN)."""
+    X = np.full((len(records), len(features)), np.nan)
+    for j, name in enumerate(features):
+        levels = codes.get(name)
+        for i, r in enumerate(records):
+            v = r.get(name)
+            if v is None:
+                continue
+            if levels is not None:
+                X[i, j] = levels.get(str(v), np.nan)
+            else:
+                X[i, j] = float(v)
+    return X
+
+
 @dataclass
 class ScoringModel:
     """A fitted booster, its calibration and the schema of its input."""

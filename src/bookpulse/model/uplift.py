@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from bookpulse.model.fit import category_levels, numeric_matrix
+from bookpulse.model.fit import category_levels, level_codes, numeric_matrix, records_matrix
 
 TREATED, CONTROL = "treated", "control"
 QINI_OF = {"model": "qini", "truth-ranked": "qini_truth_ranked"}  # the curves' metrics
@@ -52,9 +53,19 @@ class UpliftModel:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return feature_matrix(frame, self.features, self.categories)
 
+    @cached_property
+    def level_codes(self) -> dict[str, dict[str, int]]:
+        return level_codes(self.categories)
+
     def effect(self, frame: pd.DataFrame) -> np.ndarray:
         """The change in the outcome's probability from putting each row in the treated arm."""
-        X = self.matrix(frame)
+        return self.effect_of(self.matrix(frame))
+
+    def effect_of_records(self, records: list[dict]) -> np.ndarray:
+        """`effect` for a few rows given as dicts (the API), without pandas."""
+        return self.effect_of(records_matrix(records, self.features, self.level_codes))
+
+    def effect_of(self, X: np.ndarray) -> np.ndarray:
         g = self.treated_share
         return g * self.effect_control.predict(X, num_threads=self.threads) + (
             1 - g
@@ -105,24 +116,29 @@ def effect_columns(uc: UpliftChampion, frame: pd.DataFrame, entity: str) -> pd.D
     """`<prefix>_effect` (the change in the outcome's probability from putting the row in the
     list's treated arm), `<prefix>_benefit` (the same in the direction the action aims at) and
     `<prefix>_value` (benefit times what is at stake, CNY) for the rows of `frame`."""
-    effect = uc.model.effect(frame)
+    log_assets = None
+    if uc.spec.uplift.at_stake == "assets":
+        log_assets = frame[ASSET_FEATURE[entity]].to_numpy(np.float64, na_value=np.nan)
+    return pd.DataFrame(effect_arrays(uc, uc.model.effect(frame), log_assets), index=frame.index)
+
+
+def effect_arrays(
+    uc: UpliftChampion, effect: np.ndarray, log_assets: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """`effect_columns` from the effects and (when assets are at stake) log1p of the assets."""
     sign = -1.0 if uc.spec.uplift.aim == "lower" else 1.0
     stake = uc.spec.uplift.at_stake
     if stake == "assets":
-        log_assets = frame[ASSET_FEATURE[entity]].to_numpy(np.float64, na_value=np.nan)
         worth = np.expm1(np.nan_to_num(log_assets, nan=0.0)).clip(0)
     else:
-        worth = np.full(len(frame), float(stake))
+        worth = np.full(len(effect), float(stake))
     p = uc.prefix
-    return pd.DataFrame(
-        {
-            f"{p}_effect": effect,
-            f"{p}_benefit": sign * effect,
-            f"{p}_at_stake": worth,
-            f"{p}_value": sign * effect * worth,
-        },
-        index=frame.index,
-    )
+    return {
+        f"{p}_effect": effect,
+        f"{p}_benefit": sign * effect,
+        f"{p}_at_stake": worth,
+        f"{p}_value": sign * effect * worth,
+    }
 
 
 def feature_matrix(

@@ -17,7 +17,7 @@ from bookpulse.labels import in_population
 from bookpulse.model.batch import stored_features
 from bookpulse.model.core import Champion, percentile_arrays, score_records
 from bookpulse.model.lists import effect_sentences
-from bookpulse.model.uplift import effect_columns
+from bookpulse.model.uplift import ASSET_FEATURE, effect_arrays
 from bookpulse.specs import FeatureSpec, Playbook
 
 
@@ -113,31 +113,31 @@ class Scorer:
                     "model_version": scored[j]["model_version"],
                     "run_id": scored[j]["run_id"],
                 }
-            if champ.uplifts:  # an absent feature is missing, as the scoring core reads it
-                needed = stored_features({champ.name: champ}, entity)
-                frame = pd.DataFrame([records[i] for i in rows]).reindex(columns=needed)
-                for uc in champ.uplifts:
-                    self._add_action(uc, entity, frame, rows, probs, out)
+            chosen = [records[i] for i in rows]  # an absent feature is missing, as in the core
+            for uc in champ.uplifts:
+                self._add_action(uc, entity, chosen, rows, probs, out)
         for o in out:
             o["next_best_action"] = next_best_action(o.get("actions", {}))
         return out
 
     @staticmethod
-    def _add_action(uc, entity: str, frame: pd.DataFrame, rows, probs, out) -> None:
+    def _add_action(uc, entity: str, records: list[dict], rows, probs, out) -> None:
         """What the uplift model's action would change for each row (`actions`)."""
-        cols = effect_columns(uc, frame, entity)
+        log_assets = None
+        if uc.spec.uplift.at_stake == "assets":
+            asset = ASSET_FEATURE[entity]
+            log_assets = np.array([_number(r.get(asset), np.nan) for r in records], dtype=float)
+        cols = effect_arrays(uc, uc.model.effect_of_records(records), log_assets)
         p = uc.prefix
         noun = "card" if entity == "card" else "customer"
-        said = effect_sentences(
-            uc.spec, noun, probs, cols[f"{p}_effect"].to_numpy(), cols[f"{p}_at_stake"].to_numpy()
-        )
+        said = effect_sentences(uc.spec, noun, probs, cols[f"{p}_effect"], cols[f"{p}_at_stake"])
         for j, i in enumerate(rows):
             out[i].setdefault("actions", {})[p] = {
                 "list": uc.spec.uplift.list,
                 "action": uc.spec.uplift.action,
-                "effect": float(cols[f"{p}_effect"].iloc[j]),
-                "at_stake": float(cols[f"{p}_at_stake"].iloc[j]),
-                "expected_value": float(cols[f"{p}_value"].iloc[j]),
+                "effect": float(cols[f"{p}_effect"][j]),
+                "at_stake": float(cols[f"{p}_at_stake"][j]),
+                "expected_value": float(cols[f"{p}_value"][j]),
                 "expected_effect": said[j],
                 "model": uc.spec.registered_name,
                 "model_version": uc.version,
@@ -164,12 +164,13 @@ def _ranks(probs: np.ndarray, dist: np.ndarray | None) -> tuple[list, list]:
     return [float(x) for x in pct], [int(x) for x in dec]
 
 
-def _number(v) -> float:
-    """A product flag as sent or stored (1, 0, true, false, null) as a number; unknown: 0."""
+def _number(v, missing: float = 0.0) -> float:
+    """A product flag as sent or stored (1, 0, true, false, null) as a number; unknown:
+    `missing`."""
     try:
-        return float(v) if v is not None else 0.0
+        return float(v) if v is not None else missing
     except (TypeError, ValueError):
-        return 0.0
+        return missing
 
 
 def _date(v) -> str | None:
