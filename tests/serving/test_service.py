@@ -62,12 +62,14 @@ def test_scores_by_id_equal_the_batch(client, batch) -> None:
     r = client.post("/v1/customers/score", json={"customer_ids": ids}, headers=AUTH)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["as_of"] == MONTH and set(body["models"]) == {
+    assert body["month"] == MONTH and set(body["models"]) == {
         "bookpulse-churn",
         "bookpulse-tier_upgrade",
         "bookpulse-card_activation",
         "bookpulse-wealth_take_up",
+        "bookpulse-retention_call_uplift",
     }
+    assert body["request_id"] == r.headers["x-request-id"]
     results = body["results"]
     assert [x["id"] for x in results] == ids
     assert results[-1] == {"id": 424242424, "status": "not_found"}
@@ -168,29 +170,40 @@ def test_a_feature_payload_scores_like_the_stored_vector(client, served_home) ->
         }
 
 
+def _problem(r, status: int) -> dict:
+    """An RFC 9457 problem with the status, a request id matching the header, no data."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    assert body["request_id"] == r.headers["x-request-id"]
+    return body
+
+
 def test_bad_requests_name_the_field_and_never_echo_the_data(client, caplog) -> None:
     caplog.set_level(logging.INFO)
     secret = 987654.321
     r = client.post("/v1/customers/score", json={"customer_ids": []}, headers=AUTH)
-    assert r.status_code == 400 and "customer_ids" in r.text
+    assert _problem(r, 422)["errors"][0]["field"] == "customer_ids"
     r = client.post(
         "/v1/customers/score", json={"customer_ids": list(range(1, 1002))}, headers=AUTH
     )
-    assert r.status_code == 400 and "customer_ids" in r.text
+    assert _problem(r, 422)["errors"][0]["field"] == "customer_ids"
     r = client.post("/v1/customers/score", json={"customer_ids": ["x"]}, headers=AUTH)
-    assert r.status_code == 400
+    assert _problem(r, 422)["errors"][0]["field"] == "customer_ids[0]"
     r = client.post(
         "/v1/customers/score-features",
         json={"customers": [{"aum_log": "rich-customer-secret", "age": secret}]},
         headers=AUTH,
     )
-    assert r.status_code == 400 and "aum_log" in r.text
+    fields = {e["field"] for e in _problem(r, 422)["errors"]}
+    assert "customers[0].aum_log" in fields
     r = client.post(
         "/v1/customers/score-features",
         json={"customers": [{"tier": "platinum-secret"}]},
         headers=AUTH,
     )
-    assert r.status_code == 400 and "tier" in r.text
+    assert "customers[0].tier" in {e["field"] for e in _problem(r, 422)["errors"]}
     for text in (r.text, caplog.text):
         assert "rich-customer-secret" not in text and "platinum-secret" not in text
         assert str(secret) not in text
@@ -198,7 +211,103 @@ def test_bad_requests_name_the_field_and_never_echo_the_data(client, caplog) -> 
     r = client.post(
         "/v1/customers/score", content=big, headers={**AUTH, "Content-Type": "application/json"}
     )
-    assert r.status_code == 413
+    _problem(r, 413)
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(5):
+            yield b"x" * (1024 * 1024)
+
+    r = client.post(
+        "/v1/customers/score",
+        content=chunks(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    _problem(r, 413)
+    # client errors are logged for operations, at INFO, never at ERROR
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert any("-> 422" in rec.getMessage() for rec in caplog.records)
+
+
+def test_ids_are_strict_integers_in_range(client) -> None:
+    for bad in (True, "123", 7.5, 0, -1, 2**63, None, [1]):
+        r = client.post("/v1/customers/score", json={"customer_ids": [bad]}, headers=AUTH)
+        assert _problem(r, 422)["errors"][0]["field"] == "customer_ids[0]", bad
+    # 7.0 is 7 in JSON (and in the schema's `integer`), the largest id is in range
+    for good in (7.0, 2**63 - 1):
+        r = client.post("/v1/customers/score", json={"customer_ids": [good]}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["results"][0]["status"] == "not_found"
+
+
+def test_unknown_fields_are_refused_on_every_route(client) -> None:
+    for path, body in (
+        ("/v1/customers/score", {"customer_ids": [1]}),
+        ("/v1/cards/score", {"card_ids": [1]}),
+        ("/v1/customers/score-features", {"customers": [{}]}),
+        ("/v1/cards/score-features", {"cards": [{}]}),
+    ):
+        r = client.post(path, json={**body, "extra": 1}, headers=AUTH)
+        assert "extra" in {e["field"] for e in _problem(r, 422)["errors"]}, path
+    r = client.post("/v1/admin/reload", json={"extra": 1}, headers={"X-API-Key": ADMIN_KEY})
+    _problem(r, 422)
+
+
+def test_odd_requests_get_a_4xx_problem_never_a_5xx(client) -> None:
+    post = "/v1/customers/score"
+    r = client.post(post, content=b"--x--", headers={**AUTH, "Content-Type": "multipart/form-data"})
+    _problem(r, 415)
+    r = client.post(post, content=b"a=1", headers={**AUTH, "Content-Type": "text/plain"})
+    _problem(r, 415)
+    r = client.post(post, content=b"{not json", headers=AUTH)
+    _problem(r, 400)
+    r = client.post(post, content=b"[" * 100_000 + b"]" * 100_000, headers=AUTH)
+    assert r.status_code in (400, 422)
+    for key in ({}, AUTH):  # the route exists: 405 with Allow, with or without a key
+        r = client.request("TRACE", post, headers=key)
+        _problem(r, 405)
+        assert r.headers["allow"] == "POST"
+    _problem(client.post("/v1/no-such-route", json={}, headers=AUTH), 404)
+    _problem(client.post(post, json={"customer_ids": [1]}), 401)
+
+
+def test_every_reply_carries_a_request_id_and_honours_the_callers(client) -> None:
+    r = client.get("/v1/served", headers={**AUTH, "X-Request-ID": "crm-42.a:b"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "crm-42.a:b"
+    served = r.json()
+    assert served["month"] == MONTH and served["contract"] and served["models"]
+    r = client.post(
+        "/v1/customers/score", json={"customer_ids": [1]}, headers={"X-Request-ID": "x y"}
+    )
+    assert r.status_code == 401 and len(r.headers["x-request-id"]) == 32  # unsafe id replaced
+    r = client.post("/v1/customers/score", json={"customer_ids": [1]}, headers=AUTH)
+    assert (
+        r.headers["x-request-id"]
+        != client.post("/v1/customers/score", json={"customer_ids": [1]}, headers=AUTH).headers[
+            "x-request-id"
+        ]
+    )
+
+
+def test_the_openapi_is_a_contract_a_client_can_be_generated_from(client) -> None:
+    doc = client.get("/docs.json").json()
+    assert doc["openapi"].startswith("3.1") and doc["info"]["version"] != "None"
+    assert "bookpulse" in doc["info"]["description"] or "bank" in doc["info"]["description"]
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            codes = set(op["responses"])
+            assert {"200", "401", "429", "500", "503"} <= codes, path
+            for code, resp in op["responses"].items():
+                kind = "application/json" if code == "200" else "application/problem+json"
+                assert "$ref" in resp["content"][kind]["schema"], (path, code)
+    reply = doc["components"]["schemas"]["Reply"]
+    assert {"request_id", "month", "models", "results"} <= set(reply["required"])
+    features = doc["components"]["schemas"]["CustomerFeatures"]
+    assert features["additionalProperties"] is False
+    tier = features["properties"]["tier"]["anyOf"][0]
+    assert "effective" in tier["enum"]
+    number = features["properties"]["aum_log"]["anyOf"][0]
+    assert number["type"] == "number" and "maximum" in number
 
 
 def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_home) -> None:

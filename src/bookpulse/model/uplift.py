@@ -110,6 +110,7 @@ class UpliftChampion:
 
 
 ASSET_FEATURE = {"customer": "aum_log", "card": "holder_aum_log"}  # log1p of assets here
+LOG_ASSETS_CAP = 40.0
 
 
 def effect_columns(uc: UpliftChampion, frame: pd.DataFrame, entity: str) -> pd.DataFrame:
@@ -129,7 +130,9 @@ def effect_arrays(
     sign = -1.0 if uc.spec.uplift.aim == "lower" else 1.0
     stake = uc.spec.uplift.at_stake
     if stake == "assets":
-        worth = np.expm1(np.nan_to_num(log_assets, nan=0.0)).clip(0)
+        # log1p(assets) beyond 40 (CNY 2e17) is no customer's: capped, so the product stays
+        # finite whatever an API caller sends
+        worth = np.expm1(np.clip(np.nan_to_num(log_assets, nan=0.0), 0.0, LOG_ASSETS_CAP))
     else:
         worth = np.full(len(effect), float(stake))
     p = uc.prefix

@@ -6,11 +6,12 @@ so a customer scored by id with the same champion gets the batch's numbers exact
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
 
 from bookpulse.domain import ENTITY_CONTEXT, ENTITY_KEYS
 from bookpulse.labels import in_population
@@ -33,7 +34,11 @@ class Scorer:
     _payload_models: dict[str, type[BaseModel]] = field(default_factory=dict)
 
     def versions(self) -> dict[str, str]:
-        return {c.spec.registered_name: c.version for c in self.champions.values()}
+        """Registered model -> version, for the scoring models and their uplift models."""
+        out = {c.spec.registered_name: c.version for c in self.champions.values()}
+        for c in self.champions.values():
+            out.update({u.spec.registered_name: u.version for u in c.uplifts})
+        return out
 
     def of(self, entity: str) -> list[Champion]:
         """The champions that score this entity, in the specs' order."""
@@ -183,18 +188,33 @@ def _date(v) -> str | None:
     return None if pd.isna(stamp) else stamp.strftime("%Y-%m-%d")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # a float32 feature holds nothing larger
+MAX_ID = 2**63 - 1
+
+
+def whole(v: Any) -> Any:
+    """JSON does not tell 7 from 7.0 (nor does the schema's `integer`): a number with no
+    fraction, exact as a float, is that integer. Strings, booleans, fractions stay refused."""
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:
+        return int(v)
+    return v
+
+
 def payload_model(
     entity: str,
     features: list[str],
     catalog: dict[str, FeatureSpec],
     champions: dict[str, Champion],
 ) -> type[BaseModel]:
+    """One field per feature, each required and nullable (null: unknown): numbers finite and
+    within their type's range, categories one of the levels the models were trained on.
+    Strict: no strings for numbers, no booleans, no unknown fields."""
     levels: dict[str, list[str]] = {}
     for c in champions.values():
         levels.update(c.model.categories)
     fields: dict[str, Any] = {
         "id": (
-            int | None,
+            Annotated[int, Strict(), Ge(0), Le(MAX_ID), BeforeValidator(whole)] | None,
             Field(default=None, description=f"your {ENTITY_KEYS[entity]}, echoed back"),
         ),
         "as_of": (str | None, Field(default=None, description="when the features were taken")),
@@ -203,11 +223,13 @@ def payload_model(
         spec = catalog[name]
         if spec.dtype == "category" and name in levels:
             kind = Literal[tuple(levels[name])] | None  # type: ignore[valid-type]
+        elif spec.dtype == "float32":
+            kind = Annotated[float, Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)] | None
         else:
             kind = float | None
         fields[name] = (kind, Field(..., description=spec.description))
     return create_model(
         f"{entity.capitalize()}Features",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
         **fields,
     )
