@@ -1,17 +1,21 @@
 """Benchmark: the real-time API under load, from a separate client process on loopback.
 
-1. `bentoml serve` of bookpulse: single-customer score-by-id at 100 requests/s for 60 s
-   (open loop: requests leave on schedule whether or not earlier ones returned): p50, p99,
-   errors.
-2. `mlflow models serve` of the champion churn model (the registered pyfunc, feature payloads
-   of one customer): the same load.
-3. For both, the highest rate (stepped up, 10 s a step) still answered with p99 <= 25 ms and
-   no errors; and the ratio.
+For each server, a fresh process, warmed up, then one id per request at 100, 200, 400 and
+1,000 requests/s (30 s each by default; open loop: request i leaves at start + i/rate whether
+or not earlier ones returned, and its latency counts from that time, so a queue shows):
+p50, p95, p99, max, the rate achieved and the errors, side by side.
+1. `bentoml serve` of bookpulse: score by id (`/v1/customers/score`, one customer);
+2. `mlflow models serve` of the same registered churn champion (its pyfunc, the same
+   customers' features as a one-row `dataframe_split`).
 
-Targets (issue 6): p99 <= 25 ms and no errors at 100/s; at least 1.5x the requests/s that
-`mlflow models serve` sustains at the same p99.
+The client is raw asyncio on keep-alive connections (a few microseconds a request); its own
+CPU time is measured (getrusage of the client process) and printed beside each step, so it
+is visible how much of the 2 cores it took from the server.
 
-    .venv/bin/python benchmarks/api_latency.py [--home DIR] [--seconds 60]
+Targets (issue 16, this 2-core machine otherwise idle): p99 <= 10 ms with no errors at 200
+requests/s; at least 1,000 requests/s sustained with p99 <= 50 ms.
+
+    .venv/bin/python benchmarks/api_latency.py [--home DIR] [--seconds 30] [--only bookpulse]
 
 `--home` (default $BOOKPULSE_HOME or ./data) must hold champions and a scored month: run
 `make demo` first.
@@ -33,9 +37,7 @@ from pathlib import Path
 import numpy as np
 
 KEY = "bench-key-0123456789"
-P99_MS = 25.0
-STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)
-P99_LOOSE_MS = 100.0
+RATES = (100, 200, 400, 1000)
 
 
 def _free_port() -> int:
@@ -134,7 +136,8 @@ def _requests(home: Path) -> tuple[list[str], list[str]]:
     store = open_store(home)
     month = store.as_of()
     ids = pd.read_parquet(home / "scores" / month / "customers.parquet", columns=["customer_id"])
-    ids = [int(i) for i in ids["customer_id"].sample(500, random_state=0)]
+    # every request a different customer (no cache can help): 30,000 of the month's
+    ids = [int(i) for i in ids["customer_id"].sample(min(30_000, len(ids)), random_state=0)]
     docs = store.get("customer", ids)
     features = list(load_model_specs()["churn"].features)
     by_id = [json.dumps({"customer_ids": [i]}) for i in ids]
@@ -236,6 +239,7 @@ async def _load(url: str, bodies: list[str], rate: float, seconds: float, header
         "sent": n,
         "achieved_rps": n / took,
         "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
         "errors": errors,
@@ -246,7 +250,11 @@ async def _load(url: str, bodies: list[str], rate: float, seconds: float, header
 def _client(args) -> None:
     bodies = json.loads(Path(args.bodies).read_text())
     headers = {"Content-Type": "application/json", **json.loads(args.headers)}
+    import resource
+
     out = asyncio.run(_load(args.url, bodies, args.rate, args.seconds, headers))
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    out["client_cpu_s"] = used.ru_utime + used.ru_stime
     print(json.dumps(out))
 
 
@@ -274,29 +282,21 @@ def _measure(url: str, bodies_file: Path, headers: dict, rate: float, seconds: f
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _max_rate(url, bodies_file, headers) -> dict[float, float]:
-    """The highest stepped rate answered with no errors and p99 under each bound."""
-    best = {P99_MS: 0.0, P99_LOOSE_MS: 0.0}
-    for rate in STEPS:
-        r = _measure(url, bodies_file, headers, rate, 10)
-        clean = r["errors"] == 0 and r["achieved_rps"] >= 0.95 * rate
-        print(
-            f"    {rate:4d}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-            f"errors {r['errors']}",
-            flush=True,
-        )
-        for bound in best:
-            if clean and r["p99_ms"] <= bound:
-                best[bound] = float(rate)
-        if not clean or r["p99_ms"] > P99_LOOSE_MS:
-            break
-    return best
+def _row(name: str, r: dict) -> str:
+    client = r["client_cpu_s"] / max(r["sent"] / r["rate"], 1e-9)
+    kinds = ", ".join(f"{k} x{v}" for k, v in r["error_kinds"].items())
+    return (
+        f"{name:28s} {r['rate']:6.0f} {r['achieved_rps']:8.0f} {r['p50_ms']:8.1f} "
+        f"{r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['errors']:7d} "
+        f"{client:8.0%}" + (f"  ({kinds})" if kinds else "")
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("BOOKPULSE_HOME", "data")))
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--rates", default=",".join(map(str, RATES)))
     parser.add_argument("--client", action="store_true")
     parser.add_argument("--url")
     parser.add_argument("--bodies")
@@ -310,12 +310,18 @@ def main() -> None:
         _client(args)
         return
     home = args.home.resolve()
+    rates = [float(r) for r in args.rates.split(",")]
     by_id, payloads = _requests(home)
     work = home / "bench-api"
     work.mkdir(exist_ok=True)
     (work / "ids.json").write_text(json.dumps(by_id))
     (work / "payloads.json").write_text(json.dumps(payloads))
-    results = {}
+    print(
+        f"{'server':28s} {'rate/s':>6s} {'achieved':>8s} {'p50 ms':>8s} {'p95 ms':>8s} "
+        f"{'p99 ms':>8s} {'max ms':>8s} {'errors':>7s} {'client':>8s}",
+        flush=True,
+    )
+    results: dict[str, list[dict]] = {}
     for name, start, path, bodies, headers in (
         (
             "bookpulse (bentoml serve)",
@@ -329,29 +335,31 @@ def main() -> None:
         if args.only and args.only not in name:
             continue
         ready = "/readyz" if "bentoml" in name else "/ping"
-        # A fresh server for each phase: one that fell behind keeps working through its
-        # backlog after the client has given up, and would slow the next phase.
-        with _serving(start, home, ready) as base:
-            url = base + path
-            _measure(url, bodies, headers, 20, 3)  # warm up
-            steady = _measure(url, bodies, headers, 100, args.seconds)
+        for rate in rates:
+            # A fresh server for each rate: one that fell behind keeps working through its
+            # backlog after the client has given up, and would slow the next step.
+            with _serving(start, home, ready) as base:
+                _measure(base + path, bodies, headers, 50, 3)  # warm up
+                r = _measure(base + path, bodies, headers, rate, args.seconds)
+            results.setdefault(name, []).append(r)
+            print(_row(name, r), flush=True)
+    mine = {r["rate"]: r for r in results.get("bookpulse (bentoml serve)", [])}
+    if 200 in mine:
+        r = mine[200]
+        ok = r["p99_ms"] <= 10 and r["errors"] == 0
         print(
-            f"{name}: 100/s for {args.seconds:.0f} s: p50 {steady['p50_ms']:.1f} ms, "
-            f"p99 {steady['p99_ms']:.1f} ms, errors {steady['errors']} of {steady['sent']}",
-            flush=True,
+            f"200/s: p99 {r['p99_ms']:.1f} ms, errors {r['errors']} "
+            f"(target p99 <= 10 ms, 0 errors): {'met' if ok else 'NOT met'}"
         )
-        print("  stepped load (10 s a step, a fresh server):", flush=True)
-        with _serving(start, home, ready) as base:
-            _measure(base + path, bodies, headers, 5, 3)  # warm up
-            results[name] = {"steady": steady, "max_rate": _max_rate(base + path, bodies, headers)}
-    if len(results) < 2:
-        return
-    a, b = (results[k]["max_rate"] for k in results)
-    for bound in (P99_MS, P99_LOOSE_MS):
-        ratio = a[bound] / b[bound] if b[bound] else float("inf")
+    held = [
+        r["rate"]
+        for r in mine.values()
+        if r["p99_ms"] <= 50 and r["errors"] == 0 and r["achieved_rps"] >= 0.95 * r["rate"]
+    ]
+    if held:
         print(
-            f"sustained with p99 <= {bound:.0f} ms: bookpulse {a[bound]:.0f}/s, mlflow models "
-            f"serve {b[bound]:.0f}/s: ratio {ratio:.1f}x (target >= 1.5x)"
+            f"highest rate held with p99 <= 50 ms and no errors: {max(held):.0f}/s "
+            "(target >= 1,000/s)"
         )
 
 

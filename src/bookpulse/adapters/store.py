@@ -367,6 +367,56 @@ def decode(layout: Layout, docs: list[bytes]) -> list[dict]:
 
 
 def _unpack(codec: _Codec, docs: list[bytes]) -> list[dict]:
+    if len(docs) <= FEW_DOCS:  # the API's few: one record at a time, no per-column arrays
+        return [_unpack_one(codec, d) for d in docs]
+    return _unpack_many(codec, docs)
+
+
+FEW_DOCS = 4
+
+
+def _unpack_one(codec: _Codec, doc: bytes) -> dict:
+    """`_unpack_many` of one document, field by field (the same values, faster for one)."""
+    size = codec.record.itemsize
+    if len(doc) < size:
+        raise _corrupt()
+    fields = np.frombuffer(doc, codec.record, count=1)[0].item()  # one tuple of scalars
+    names = codec.record.names
+    got = dict(zip(names, fields, strict=True))
+    at = size
+    out = {}
+    for i, col in enumerate(codec.columns):
+        kind, v = col["kind"], got[f"c{i}"]
+        if kind == "float":
+            value = None if v != v else float(v)
+        elif kind == "int":
+            value = None if col["nullable"] and got[f"n{i}"] == 0 else int(v)
+        elif kind == "bool":
+            value = _BOOLS[min(v, 2)] if col["nullable"] else bool(v)
+        elif kind == "category":
+            if v < -1 or v >= len(codec.levels[i]) - 1:
+                raise _corrupt()
+            value = codec.levels[i][v]
+        elif kind == "date":
+            value = _day(int(v))
+        else:  # text or json, after the record
+            length = 0 if v == NO_TEXT else int(v)
+            piece = doc[at : at + length]
+            at += length
+            try:
+                if kind == "json":
+                    value = json.loads(piece)
+                else:
+                    value = None if v == NO_TEXT else piece.decode()
+            except ValueError:  # not JSON, not UTF-8
+                raise _corrupt() from None
+        out[col["name"]] = value
+    if at != len(doc):
+        raise _corrupt()
+    return out
+
+
+def _unpack_many(codec: _Codec, docs: list[bytes]) -> list[dict]:
     n, size = len(docs), codec.record.itemsize
     if not codec.columns:
         return [{} for _ in docs]

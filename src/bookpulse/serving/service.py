@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 from datetime import UTC, datetime
 
@@ -121,6 +122,8 @@ def _now() -> str:
 
 
 _backend: Backend | None = None  # the worker's, set when BentoML starts the service
+# worker processes: one a core (each holds the models, ~0.3 GiB; limits are per worker)
+WORKERS = int(os.environ.get("BOOKPULSE_API_WORKERS", "2"))
 
 
 class Front:
@@ -152,7 +155,7 @@ def _is_ours(path: str) -> bool:
     return path.startswith("/v1/") or path in ("/v1", "/docs.json")
 
 
-@bentoml.service(name="bookpulse", workers=1, http={"port": 3000}, traffic={"timeout": 60})
+@bentoml.service(name="bookpulse", workers=WORKERS, http={"port": 3000}, traffic={"timeout": 60})
 class Scoring:
     def __init__(self) -> None:
         global _backend
