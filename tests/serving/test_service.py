@@ -310,29 +310,106 @@ def test_the_openapi_is_a_contract_a_client_can_be_generated_from(client) -> Non
     assert number["type"] == "number" and "maximum" in number
 
 
-def test_reload_keeps_a_working_model_when_the_new_one_is_broken(client, served_home) -> None:
+def _publish(served_home: Path) -> None:
+    """Score MONTH again with the registry's champions and publish it (files and store)."""
+    from bookpulse.adapters import tracking
+    from bookpulse.adapters.champions import load_champions
+    from bookpulse.adapters.publish import default_out
+    from bookpulse.adapters.store import open_store
+    from bookpulse.jobs.score import score_month
+    from bookpulse.specs import load_feature_catalog, load_model_specs, load_playbook
+
+    tracking.configure(served_home)
+    catalog = load_feature_catalog()
+    catalogs = {e: catalog.for_entity(e) for e in ("customer", "card")}
+    score_month(
+        _book_of(served_home),
+        MONTH,
+        load_champions(list(load_model_specs().values())),
+        catalogs,
+        load_playbook(),
+        default_out(served_home, MONTH),
+        online=open_store(served_home),
+    )
+
+
+def _book_of(served_home: Path) -> Path:
+    import json
+
+    manifest = json.loads((served_home / "scores" / MONTH / "manifest.json").read_text())
+    return Path(manifest["book"])
+
+
+def test_a_new_champion_takes_effect_with_the_next_published_month(client, served_home):
+    """Promoting a champion changes nothing the API answers until a month scored by it is
+    published; then the month, the versions and the ranks change together."""
+    import time
+
     from mlflow.tracking import MlflowClient
 
     from bookpulse.adapters import tracking
 
-    r = client.post("/v1/admin/reload", json={}, headers={"X-API-Key": ADMIN_KEY})
-    assert r.status_code == 200 and r.json()["reloaded"] is True
-    before = r.json()["models"]
+    admin = {"X-API-Key": ADMIN_KEY}
+    before = client.get("/v1/served", headers=AUTH).json()
     tracking.configure(served_home)
     mlc = MlflowClient()
-    broken = mlc.create_model_version(
-        "bookpulse-churn", source=str(served_home / "no-such-model"), run_id=None
-    )
-    good = before["bookpulse-churn"]
-    mlc.set_registered_model_alias("bookpulse-churn", "champion", broken.version)
+    old = mlc.get_model_version_by_alias("bookpulse-churn", "champion")
+    new = mlc.create_model_version("bookpulse-churn", source=old.source, run_id=old.run_id)
+    old_v, new_v = str(old.version), str(new.version)
+    mlc.set_registered_model_alias("bookpulse-churn", "champion", new_v)
     try:
-        r = client.post("/v1/admin/reload", json={}, headers={"X-API-Key": ADMIN_KEY})
-        assert r.status_code == 200 and r.json()["reloaded"] is False
-        assert r.json()["models"] == before
-        ok = client.post("/v1/customers/score", json={"customer_ids": [1]}, headers=AUTH)
-        assert ok.status_code == 200 and ok.json()["models"]["bookpulse-churn"] == good
+        r = client.post("/v1/admin/reload", json={}, headers=admin)
+        assert r.status_code == 200 and r.json()["reloaded"] is False  # no new month
+        one = client.post("/v1/customers/score", json={"customer_ids": [1]}, headers=AUTH).json()
+        assert one["models"]["bookpulse-churn"] == old_v == before["models"]["bookpulse-churn"]
+
+        _publish(served_home)  # the month scored by the new champion
+        time.sleep(1.1)  # past the worker's look-again interval
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            served = client.get("/v1/served", headers=AUTH).json()
+            if served["models"]["bookpulse-churn"] == new_v:
+                break
+            time.sleep(0.2)
+        assert served["models"]["bookpulse-churn"] == new_v
+        assert served["month"] == MONTH
+        cust = pd.read_parquet(served_home / "scores" / MONTH / "customers.parquet")
+        ids = [int(i) for i in cust["customer_id"].head(5)]
+        body = client.post("/v1/customers/score", json={"customer_ids": ids}, headers=AUTH).json()
+        assert body["models"]["bookpulse-churn"] == new_v
+        for res in body["results"]:
+            row = cust.set_index("customer_id").loc[res["id"]]
+            assert res["scores"]["churn"]["model_version"] == row["churn_model_version"]
+            assert res["scores"]["churn"]["percentile"] == row["churn_percentile"]
     finally:
-        mlc.set_registered_model_alias("bookpulse-churn", "champion", good)
+        mlc.set_registered_model_alias("bookpulse-churn", "champion", old_v)
+        _publish(served_home)
+        client.post("/v1/admin/reload", json={}, headers=admin)
+    assert client.get("/v1/served", headers=AUTH).json()["models"] == before["models"]
+
+
+def test_a_month_whose_models_fail_is_not_taken_up(served_home, monkeypatch):
+    """The backend keeps answering the month it serves, from its own copy, when the next
+    month's models fail to load; the reload says so."""
+    import bookpulse.serving.service as service
+    from bookpulse.adapters.store import open_store
+
+    monkeypatch.setenv("BOOKPULSE_HOME", str(served_home))
+    monkeypatch.delenv("BOOKPULSE_ONLINE_STORE", raising=False)
+    store = open_store(served_home)
+    backend = service.Backend(service.build_scorer(store), store)
+    served = backend.served()
+    monkeypatch.setattr(backend, "live", "a-month-published-since")
+
+    def broken(store=None):
+        raise OSError("no such model")
+
+    monkeypatch.setattr(service, "build_scorer", broken)
+    r = backend.reload()
+    assert r["reloaded"] is False and "OSError" in r["error"]
+    assert r["models"] == served["models"] and r["month"] == served["month"]
+    month, models, results = backend.score_ids("customer", [1])
+    assert month == served["month"] and models == served["models"]
 
 
 def test_percentiles_come_from_the_batch_months_distribution(served_home) -> None:

@@ -19,8 +19,22 @@ class NoChampion(BookpulseError):
     """A model has no champion; the message says how to get one."""
 
 
-def load_champion(spec: ModelSpec, threads: int = 0) -> Champion:
+def load_champion(
+    spec: ModelSpec, threads: int = 0, versions: dict[str, str] | None = None
+) -> Champion:
+    """The spec's champion; with `versions` (registered name -> version, as a published
+    month records them), exactly those versions of it and its uplift models instead."""
     name = spec.registered_name
+    if versions is not None:
+        if name not in versions:
+            raise NoChampion(f"{name} did not score the month served")
+        version = versions[name]
+        mv = MlflowClient().get_model_version(name, version)
+        model = load_scoring_model(name, version, threads=threads)
+        uplifts = tuple(load_uplifts(spec, threads, versions))
+        return Champion(
+            spec=spec, model=model, version=version, run_id=mv.run_id or "", uplifts=uplifts
+        )
     try:
         mv = MlflowClient().get_model_version_by_alias(name, tracking.CHAMPION)
     except MlflowException:
@@ -38,16 +52,26 @@ def load_champion(spec: ModelSpec, threads: int = 0) -> Champion:
     )
 
 
-def load_uplifts(spec: ModelSpec, threads: int = 0) -> list[UpliftChampion]:
+def load_uplifts(
+    spec: ModelSpec, threads: int = 0, versions: dict[str, str] | None = None
+) -> list[UpliftChampion]:
     """The champions of the uplift models of actions on `spec`'s outcome (those without one
-    are left out: their lists are ranked by the score until one is promoted)."""
+    are left out: their lists are ranked by the score until one is promoted); with
+    `versions`, exactly the versions listed (those not listed are left out)."""
     client = MlflowClient()
     out = []
     for uplift, outcome in load_uplift_specs().values():
         if outcome.name != spec.name:
             continue
         try:
-            mv = client.get_model_version_by_alias(uplift.registered_name, tracking.CHAMPION)
+            if versions is None:
+                mv = client.get_model_version_by_alias(uplift.registered_name, tracking.CHAMPION)
+            elif uplift.registered_name in versions:
+                mv = client.get_model_version(
+                    uplift.registered_name, versions[uplift.registered_name]
+                )
+            else:
+                continue
         except MlflowException:
             continue
         model = load_uplift_model(uplift.registered_name, str(mv.version), threads=threads)
@@ -61,7 +85,7 @@ def load_champions(specs: list[ModelSpec], threads: int = 0) -> dict[str, Champi
 
 
 def available_champions(
-    specs: list[ModelSpec], threads: int = 0
+    specs: list[ModelSpec], threads: int = 0, versions: dict[str, str] | None = None
 ) -> tuple[dict[str, Champion], dict[str, str]]:
     """The champions there are, and for each model without one, why: a target just declared
     in models/ and not yet trained and promoted does not stop the others' monthly batch, API
@@ -69,7 +93,7 @@ def available_champions(
     found, missing = {}, {}
     for spec in specs:
         try:
-            found[spec.name] = load_champion(spec, threads)
+            found[spec.name] = load_champion(spec, threads, versions)
         except NoChampion as exc:
             missing[spec.name] = str(exc)
     if not found:

@@ -39,8 +39,8 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -87,7 +87,9 @@ class Snapshot:
 class MonthWriter(Protocol):
     def add(self, entity: str, rows: pd.DataFrame) -> None: ...
     def add_docs(self, entity: str, layout: Layout, batches: Docs) -> None: ...
-    def commit(self, distributions: dict[str, np.ndarray]) -> None: ...
+    def commit(
+        self, distributions: dict[str, np.ndarray], models: dict[str, str] | None = None
+    ) -> None: ...
 
 
 class OnlineStore(Protocol):
@@ -97,6 +99,8 @@ class OnlineStore(Protocol):
     def distribution(self, prefix: str) -> np.ndarray | None: ...
     def as_of(self) -> str | None: ...
     def check(self) -> None: ...
+    def live_id(self) -> str | None: ...
+    def pinned(self) -> MonthView | None: ...
 
 
 def _storable(ids: list[int]) -> list[int]:
@@ -310,8 +314,8 @@ def _pack(codec: _Codec, ready: list[_Ready], start: int, stop: int) -> list[byt
         return [b""] * n
     record = np.zeros(n, codec.record)
     for r in ready:
-        for field, values in r.fields.items():
-            record[field] = values[start:stop]
+        for name, values in r.fields.items():
+            record[name] = values[start:stop]
     offsets = np.arange(n + 1, dtype=np.int64) * codec.record.itemsize
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(record.view(np.uint8))]
     docs = pa.Array.from_buffers(pa.large_binary(), n, buffers)
@@ -513,10 +517,14 @@ class _Month(abc.ABC):
             if batch:
                 self._put(entity, batch)
 
-    def commit(self, distributions: dict[str, np.ndarray]) -> None:
-        """Store the month's sorted score distributions and make the month live, whole."""
+    def commit(
+        self, distributions: dict[str, np.ndarray], models: dict[str, str] | None = None
+    ) -> None:
+        """Store the month's sorted score distributions and the model versions that scored
+        it (registered name -> version), and make the month live, whole."""
         self._open()
         dists = {p: np.sort(np.asarray(v, dtype=np.float64)) for p, v in distributions.items()}
+        self.models = dict(models or {})
         self._publish(dists)
         self.committed = True
 
@@ -620,7 +628,8 @@ class _SqliteMonth(_Month):
 
     def _publish(self, dists: dict[str, np.ndarray]) -> None:
         assert self.conn is not None
-        meta = [("as_of", self.as_of)]
+        meta = [("as_of", self.as_of), ("models", json.dumps(self.models))]
+        meta += [("published", uuid.uuid4().hex)]
         meta += [(f"layout:{e}", json.dumps(lay)) for e, lay in self.layouts.items()]
         self.conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
         rows = [(p, v.tobytes()) for p, v in dists.items()]
@@ -642,6 +651,35 @@ class _SqliteMonth(_Month):
         if not self.committed:
             self.tmp.unlink(missing_ok=True)
         os.close(self.fd)  # after SQLite's own handle: closing it would drop SQLite's locks
+
+
+@dataclass
+class MonthView:
+    """One published month, read as it was published whatever is published after it: the
+    API scores a month with the models that scored it (`models`) and ranks in its own
+    distributions. `get` raises `MonthGone` once the month can no longer be read."""
+
+    month: str
+    publish_id: str
+    models: dict[str, str]
+    _get: Callable[[str, list[int]], dict[int, dict]]
+    _dist: Callable[[str], np.ndarray | None]
+    _dists: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+    def get(self, entity: str, ids: list[int]) -> dict[int, dict]:
+        return self._get(entity, _storable(ids)) if entity in ENTITIES and ids else {}
+
+    def distribution(self, prefix: str) -> np.ndarray | None:
+        if prefix not in self._dists:
+            self._dists[prefix] = self._dist(prefix)
+        return self._dists[prefix]
+
+    def as_of(self) -> str:
+        return self.month
+
+
+class MonthGone(BookpulseError):
+    """The month a view reads has been replaced and removed (Redis drops the old version)."""
 
 
 class SqliteStore:
@@ -719,6 +757,53 @@ class SqliteStore:
             self._dists[prefix] = None if row is None else np.frombuffer(row[0], np.float64)
         return self._dists[prefix]
 
+    def live_id(self) -> str | None:
+        """Which publication is live (cheap: the file's identity; a publish replaces it)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return f"{st.st_ino}-{st.st_mtime_ns}"
+
+    def pinned(self) -> MonthView | None:
+        """The live month, on a connection of its own: an open SQLite file stays readable
+        after another is renamed over it, so the view reads its month to the end."""
+        if not self.path.is_file():
+            return None
+        ident = self.live_id()
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        codecs: dict[str, _Codec | None] = {}
+
+        def get(entity: str, ids: list[int]) -> dict[int, dict]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"SELECT id, doc FROM {entity} WHERE id IN ({marks})", ids
+            ).fetchall()
+            if not rows:
+                return {}
+            if entity not in codecs:
+                found = meta.get(f"layout:{entity}")
+                codecs[entity] = None if found is None else _codec(json.loads(found))
+            codec = codecs[entity]
+            if codec is None:
+                return {int(i): json.loads(doc) for i, doc in rows}
+            return dict(
+                zip((int(i) for i, _ in rows), _unpack(codec, [d for _, d in rows]), strict=True)
+            )
+
+        def dist(prefix: str) -> np.ndarray | None:
+            row = conn.execute("SELECT probs FROM dist WHERE prefix = ?", (prefix,)).fetchone()
+            return None if row is None else np.frombuffer(row[0], dtype=np.float64)
+
+        return MonthView(
+            month=meta.get("as_of", ""),
+            publish_id=meta.get("published") or ident or "",
+            models=json.loads(meta.get("models") or "{}"),
+            _get=get,
+            _dist=dist,
+        )
+
     def check(self) -> None:
         """Refuse, before any work, a store file that cannot be written."""
         check_writable(self.path.parent, "the online store's folder")
@@ -780,6 +865,7 @@ class _RedisMonth(_Month):
         for entity, layout in self.layouts.items():
             pipe.set(f"{self.prefix}:layout:{entity}", json.dumps(layout))
         pipe.set(f"{self.prefix}:as_of", self.as_of)
+        pipe.set(f"{self.prefix}:models", json.dumps(self.models))
         pipe.execute()
         old = self.client.getset(f"{ns}:current", self.version)
         self.committed = True
@@ -916,6 +1002,46 @@ class RedisStore:
             found = None if blob is None else np.frombuffer(blob, dtype=np.float64)
             self._dists[version, prefix] = found
         return self._dists[version, prefix]
+
+    def live_id(self) -> str | None:
+        return self._current()
+
+    def pinned(self) -> MonthView | None:
+        """The live version, read by its own keys; once a later publication has dropped
+        them, `get` raises `MonthGone` (the API then takes up the new month)."""
+        version = self._current()
+        if version is None:
+            return None
+        prefix = f"{self.ns}:{version}"
+        as_of, models = self.client.mget([f"{prefix}:as_of", f"{prefix}:models"])
+        if as_of is None:
+            return None
+
+        def get(entity: str, ids: list[int]) -> dict[int, dict]:
+            keys = [f"{prefix}:as_of"] + [f"{prefix}:{entity}:{i}" for i in ids]
+            alive, *docs = self.client.mget(keys)
+            if alive is None:
+                raise MonthGone(f"the online store's month {version} has been replaced")
+            found = [(int(i), d) for i, d in zip(ids, docs, strict=True) if d is not None]
+            if not found:
+                return {}
+            codec = self._codec(version, entity)
+            if codec is None:
+                return {i: json.loads(d) for i, d in found}
+            pairs = zip((i for i, _ in found), _unpack(codec, [d for _, d in found]), strict=True)
+            return dict(pairs)
+
+        def dist(p: str) -> np.ndarray | None:
+            blob = self.client.get(f"{prefix}:dist:{p}")
+            return None if blob is None else np.frombuffer(blob, dtype=np.float64)
+
+        return MonthView(
+            month=as_of.decode(),
+            publish_id=version,
+            models=json.loads(models.decode()) if models else {},
+            _get=get,
+            _dist=dist,
+        )
 
     def check(self) -> None:
         """Refuse, before any work, a Redis that does not answer."""

@@ -51,7 +51,7 @@ from bookpulse.model.batch import (
     score_rows,
     uplift_specs,
 )
-from bookpulse.model.core import Champion
+from bookpulse.model.core import Champion, model_versions
 from bookpulse.model.lists import action_list, list_candidates
 from bookpulse.specs import (
     FeatureSpec,
@@ -296,7 +296,7 @@ def score_month(
             )
         if writer is not None:  # the files are in place: now the store, for the API
             t0 = time.perf_counter()
-            writer.commit(dists)
+            writer.commit(dists, model_versions(champions))
             t.add("online", t0)
     if writer is not None:
         manifest = mark_online(out, "published")

@@ -49,7 +49,7 @@ from bookpulse.jobs.score import (
     write_parts,
 )
 from bookpulse.model.batch import online_rows, planned_lists, score_rows, uplift_specs
-from bookpulse.model.core import Champion
+from bookpulse.model.core import Champion, model_versions
 from bookpulse.model.fit import ScoringModel
 from bookpulse.model.uplift import UpliftChampion, UpliftModel
 from bookpulse.specs import FeatureSpec, Playbook
@@ -220,7 +220,7 @@ def score_month_spark(
                 "pending" if docs else online_note,
             )
         if docs:  # the files are in place: now the store, for the API
-            writer.commit(dists)
+            writer.commit(dists, model_versions(champions))
     if docs:
         manifest = mark_online(out, "published")
     return manifest

@@ -51,6 +51,15 @@ class Champion:
         return self.spec.name
 
 
+def model_versions(champions: dict[str, Champion]) -> dict[str, str]:
+    """Registered model -> version of the champions and their uplift models: what scored a
+    month (kept with it in the online store, so the API answers with the same)."""
+    out = {c.spec.registered_name: c.version for c in champions.values()}
+    for c in champions.values():
+        out.update({u.spec.registered_name: u.version for u in c.uplifts})
+    return out
+
+
 def model_matrix(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
     """The booster's input as float64 (`numeric_matrix` on the model's features and levels)."""
     return numeric_matrix(frame, model.features, model.categories)

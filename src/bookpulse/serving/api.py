@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from bookpulse.domain import ENTITY_CONTEXT, ENTITY_KEYS
 from bookpulse.labels import in_population
 from bookpulse.model.batch import stored_features
-from bookpulse.model.core import Champion, percentile_arrays, score_records
+from bookpulse.model.core import Champion, model_versions, percentile_arrays, score_records
 from bookpulse.model.lists import effect_sentences
 from bookpulse.model.uplift import ASSET_FEATURE, effect_arrays
 from bookpulse.specs import FeatureSpec, Playbook
@@ -35,10 +35,7 @@ class Scorer:
 
     def versions(self) -> dict[str, str]:
         """Registered model -> version, for the scoring models and their uplift models."""
-        out = {c.spec.registered_name: c.version for c in self.champions.values()}
-        for c in self.champions.values():
-            out.update({u.spec.registered_name: u.version for u in c.uplifts})
-        return out
+        return model_versions(self.champions)
 
     def of(self, entity: str) -> list[Champion]:
         """The champions that score this entity, in the specs' order."""

@@ -21,19 +21,23 @@ import gc
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 
 import bentoml
 
+from bookpulse.adapters.store import MonthGone
 from bookpulse.config import get_settings
 from bookpulse.serving.api import Scorer
-from bookpulse.serving.http import CONTRACT, Api, Keys
+from bookpulse.serving.http import CONTRACT, Api, Keys, Refused
 
 logger = logging.getLogger("bookpulse.serving")
 
 
-def build_scorer() -> Scorer:
-    """Champions from the registry, the online store, the playbook and the catalog."""
+def build_scorer(store=None) -> Scorer:
+    """The live month of the online store, pinned (read as published, whatever comes after),
+    and the models that scored it (the versions it records; the champions for a month
+    published before versions were recorded), with the playbook and the catalog."""
     from bookpulse.adapters import tracking
     from bookpulse.adapters.champions import available_champions
     from bookpulse.adapters.store import open_store
@@ -41,13 +45,17 @@ def build_scorer() -> Scorer:
 
     s = get_settings()
     tracking.configure(s.home)
-    champions, missing = available_champions(list(load_model_specs().values()), threads=1)
+    store = store or open_store(s.home, s.online_store)
+    view = store.pinned()
+    versions = view.models if view is not None and view.models else None
+    specs = list(load_model_specs().values())
+    champions, missing = available_champions(specs, threads=1, versions=versions)
     for why in missing.values():
         logger.warning("not served: %s", why)
     catalog = load_feature_catalog()
     scorer = Scorer(
         champions=champions,
-        store=open_store(s.home, s.online_store),
+        store=view if view is not None else store,
         playbook=load_playbook(),
         catalogs={e: catalog.for_entity(e) for e in ("customer", "card")},
     )
@@ -62,17 +70,80 @@ def smoke_test(scorer: Scorer) -> None:
         scorer.score_rows(entity, [{"id": 0}])
 
 
-class Backend:
-    """What the /v1 routes ask of the service: one Scorer at a time, swapped whole on
-    reload (a call in progress finishes with the one it started with)."""
+RECHECK_SECONDS = 1.0  # how often a worker looks for a newly published month
+RETRY_SECONDS = 60.0  # after a month's models failed to load, when to try again
 
-    def __init__(self, scorer: Scorer) -> None:
+
+class Backend:
+    """What the /v1 routes ask of the service. It serves one published month with the models
+    that scored it: when the batch publishes another (each worker looks at most once a
+    second), the new month and its models are loaded beside the old, then swapped in whole;
+    meanwhile the old month is still answered from its own copy (SQLite keeps the replaced
+    file readable), or, where the store has dropped it (Redis), calls get 503 for the few
+    seconds the swap takes. A month whose models fail to load is not put in service."""
+
+    def __init__(self, scorer: Scorer, store) -> None:
+        self.store = store
         self.scorer = scorer
+        self.live = store.live_id()
         self.loaded_at = _now()
         self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._failed: tuple[str | None, float] | None = None
+        self._swapping = False
+
+    def current(self) -> Scorer:
+        now = time.monotonic()
+        if now - self._checked >= RECHECK_SECONDS:
+            self._checked = now
+            live = self.store.live_id()
+            if live != self.live and not self._swapping and not self._gave_up(live, now):
+                self._swapping = True
+                threading.Thread(target=self._swap, name="take-up-month", daemon=True).start()
+        return self.scorer
+
+    def _gave_up(self, live, now: float) -> bool:
+        return (
+            self._failed is not None
+            and self._failed[0] == live
+            and (now - self._failed[1] < RETRY_SECONDS)
+        )
+
+    def _swap(self) -> dict:
+        with self._lock:
+            try:
+                return self._take_up()
+            finally:
+                self._swapping = False
+
+    def _take_up(self) -> dict:
+        before = self.scorer
+        live = self.store.live_id()
+        try:
+            fresh = build_scorer(self.store)
+        except Exception as exc:  # keep serving what works
+            self._failed = (live, time.monotonic())
+            logger.error("month not taken up: %s", type(exc).__name__)
+            return {
+                "reloaded": False,
+                "month": before.store.as_of(),
+                "models": before.versions(),
+                "previous": before.versions(),
+                "error": f"the published month's models failed to load or run "
+                f"({type(exc).__name__}); still serving the month and versions listed",
+            }
+        self.scorer, self.live, self.loaded_at = fresh, live, _now()
+        self._failed = None
+        return {
+            "reloaded": True,
+            "month": fresh.store.as_of(),
+            "models": fresh.versions(),
+            "previous": before.versions(),
+            "error": None,
+        }
 
     def served(self) -> dict:
-        sc = self.scorer
+        sc = self.current()
         return {
             "month": sc.store.as_of(),
             "models": sc.versions(),
@@ -81,40 +152,39 @@ class Backend:
         }
 
     def payload_model(self, entity: str):
-        return self.scorer.payload_model(entity)
+        return self.current().payload_model(entity)
 
     def score_ids(self, entity: str, ids: list[int]):
-        sc = self.scorer
-        return sc.store.as_of(), sc.versions(), sc.score_ids(entity, ids)
+        sc = self.current()
+        try:
+            return sc.store.as_of(), sc.versions(), sc.score_ids(entity, ids)
+        except MonthGone:
+            self._checked = 0.0  # look again on the next call
+            raise Refused(
+                503,
+                "Service Unavailable",
+                "a new month has just been published and is being taken up; retry shortly",
+                headers=[(b"retry-after", b"5")],
+            ) from None
 
     def score_rows(self, entity: str, rows: list[dict]):
-        sc = self.scorer
+        sc = self.current()
         return sc.store.as_of(), sc.versions(), sc.score_rows(entity, rows)
 
     def reload(self) -> dict:
-        """Load the champions again; a model that fails to load or run is not put in service."""
-        with self._lock:
-            before = self.scorer
-            try:
-                fresh = build_scorer()
-            except Exception as exc:  # keep serving what works
-                logger.error("reload refused: %s", type(exc).__name__)
-                return {
-                    "reloaded": False,
-                    "month": before.store.as_of(),
-                    "models": before.versions(),
-                    "previous": before.versions(),
-                    "error": f"the new models failed to load or run ({type(exc).__name__}); "
-                    "still serving the versions listed",
-                }
-            self.scorer, self.loaded_at = fresh, _now()
+        """Take up the latest published month and the models that scored it, now (each
+        worker also does so by itself within a second of a publication)."""
+        if self.store.live_id() == self.live:
+            sc = self.scorer
             return {
-                "reloaded": True,
-                "month": fresh.store.as_of(),
-                "models": fresh.versions(),
-                "previous": before.versions(),
+                "reloaded": False,
+                "month": sc.store.as_of(),
+                "models": sc.versions(),
+                "previous": sc.versions(),
                 "error": None,
             }
+        self._swapping = True
+        return self._swap()
 
 
 def _now() -> str:
@@ -159,7 +229,11 @@ def _is_ours(path: str) -> bool:
 class Scoring:
     def __init__(self) -> None:
         global _backend
-        self.backend = _backend = Backend(build_scorer())
+        from bookpulse.adapters.store import open_store
+
+        s = get_settings()
+        store = open_store(s.home, s.online_store)
+        self.backend = _backend = Backend(build_scorer(store), store)
         # Everything loaded so far (MLflow, pandas, LightGBM, the models) lives as long as the
         # process: move it out of the collector's way, so a full collection does not pause
         # requests for the whole heap's walk.
