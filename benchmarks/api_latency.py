@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 KEY = "bench-key-0123456789"
+WORKERS = int(os.environ.get("BOOKPULSE_API_WORKERS", "2"))
 RATES = (100, 200, 400, 1000)
 
 
@@ -102,7 +103,7 @@ def _mlflow(home: Path, port: int) -> subprocess.Popen:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(WORKERS),  # as many as bookpulse's API runs
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -127,6 +127,31 @@ def test_a_new_month_replaces_the_old_one_whole(store) -> None:
     assert set(store.get("customer", [21, 22])) == {21, 22}
 
 
+def test_a_pinned_month_reads_as_published_or_says_it_is_gone(store) -> None:
+    """The API's view of a month: its own versions, its own documents and distributions after
+    the next month is live (SQLite keeps the replaced file open), or MonthGone where the
+    store has dropped it (Redis)."""
+    from bookpulse.adapters.store import MonthGone, RedisStore
+
+    with store.month_writer("2026-09") as w:
+        snap = _snapshot("2026-09", [11, 12, 13])
+        for entity, rows in snap.rows.items():
+            w.add(entity, rows)
+        w.commit(snap.distributions, {"bookpulse-churn": "4"})
+    first = store.live_id()
+    view = store.pinned()
+    assert view.month == "2026-09" and view.models == {"bookpulse-churn": "4"}
+    store.put_month(_snapshot("2026-10", [21, 22]))  # no versions recorded: {}
+    assert store.live_id() != first and store.pinned().models == {}
+    if isinstance(store, RedisStore):
+        with pytest.raises(MonthGone):
+            view.get("customer", [11])
+    else:
+        assert set(view.get("customer", [11, 21])) == {11}  # the month it pinned
+        assert list(view.distribution("churn")) == [0.1, 0.2, 0.3]
+        assert view.as_of() == "2026-09"
+
+
 def test_float32_features_survive_the_trip_bit_for_bit(store) -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(size=3).astype(np.float32)

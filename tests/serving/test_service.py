@@ -39,7 +39,8 @@ def batch(served_home: Path) -> dict[str, pd.DataFrame]:
 
 def test_health_and_readiness(client) -> None:
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    r = client.get("/readyz", headers={"X-Request-ID": "probe-1"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "probe-1"
     # /metrics needs the Prometheus set-up of a served process: see test_served.py
 
 

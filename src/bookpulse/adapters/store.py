@@ -982,6 +982,10 @@ class RedisStore:
         if version is None or entity not in ENTITIES or not ids:
             return {}
         docs = self.client.mget([f"{self.ns}:{version}:{entity}:{i}" for i in ids])
+        return self._decoded(version, entity, ids, docs)
+
+    def _decoded(self, version: str, entity: str, ids: list[int], docs: list) -> dict[int, dict]:
+        """The documents found (None: not in the month), by id."""
         found = [(int(i), d) for i, d in zip(ids, docs, strict=True) if d is not None]
         if not found:
             return {}
@@ -1022,14 +1026,7 @@ class RedisStore:
             alive, *docs = self.client.mget(keys)
             if alive is None:
                 raise MonthGone(f"the online store's month {version} has been replaced")
-            found = [(int(i), d) for i, d in zip(ids, docs, strict=True) if d is not None]
-            if not found:
-                return {}
-            codec = self._codec(version, entity)
-            if codec is None:
-                return {i: json.loads(d) for i, d in found}
-            pairs = zip((i for i, _ in found), _unpack(codec, [d for _, d in found]), strict=True)
-            return dict(pairs)
+            return self._decoded(version, entity, ids, docs)
 
         def dist(p: str) -> np.ndarray | None:
             blob = self.client.get(f"{prefix}:dist:{p}")

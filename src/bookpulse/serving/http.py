@@ -317,7 +317,7 @@ class Api:
             while (message := await receive())["type"] != "lifespan.shutdown":
                 await send({"type": message["type"] + ".complete"})
             return await send({"type": "lifespan.shutdown.complete"})
-        rid = _request_id(scope)
+        rid = request_id(scope)
         path, method = scope["path"], scope["method"]
         started = time.perf_counter()
         status = 500
@@ -468,7 +468,8 @@ def _invalid(exc: ValidationError, prefix: str = "") -> Refused:
     return Refused(422, "Unprocessable Content", "the body does not match the schema", problems)
 
 
-def _request_id(scope) -> str:
+def request_id(scope) -> str:
+    """The caller's X-Request-ID when it is a sane one, else a new id."""
     given = dict(scope.get("headers") or []).get(b"x-request-id")
     if given:
         text = given.decode("latin-1")

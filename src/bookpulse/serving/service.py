@@ -29,7 +29,7 @@ import bentoml
 from bookpulse.adapters.store import MonthGone
 from bookpulse.config import get_settings
 from bookpulse.serving.api import Scorer
-from bookpulse.serving.http import CONTRACT, Api, Keys, Refused
+from bookpulse.serving.http import CONTRACT, Api, Keys, Refused, request_id
 
 logger = logging.getLogger("bookpulse.serving")
 
@@ -192,7 +192,7 @@ def _now() -> str:
 
 
 _backend: Backend | None = None  # the worker's, set when BentoML starts the service
-# worker processes: one a core (each holds the models, ~0.3 GiB; limits are per worker)
+# worker processes: one a core (each holds the models, ~0.5 GiB; limits are per worker)
 WORKERS = int(os.environ.get("BOOKPULSE_API_WORKERS", "2"))
 
 
@@ -205,8 +205,18 @@ class Front:
         self.api: Api | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not _is_ours(scope["path"]):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not _is_ours(scope["path"]):  # BentoML's own routes get a request id too
+            rid = request_id(scope).encode()
+
+            async def with_id(message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                    message = {**message, "headers": [*headers, (b"x-request-id", rid)]}
+                await send(message)
+
+            return await self.app(scope, receive, with_id)
         if self.api is None:
             if _backend is None:  # BentoML starts the service before it takes requests
                 return await self.app(scope, receive, send)
