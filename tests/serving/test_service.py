@@ -398,7 +398,7 @@ def test_a_month_whose_models_fail_is_not_taken_up(served_home, monkeypatch):
     monkeypatch.setenv("BOOKPULSE_HOME", str(served_home))
     monkeypatch.delenv("BOOKPULSE_ONLINE_STORE", raising=False)
     store = open_store(served_home)
-    backend = service.Backend(service.build_scorer(store), store)
+    backend = service.Backend(service.build_scorer(store), store, store.live_id())
     served = backend.served()
     monkeypatch.setattr(backend, "live", "a-month-published-since")
 

@@ -82,10 +82,10 @@ class Backend:
     file readable), or, where the store has dropped it (Redis), calls get 503 for the few
     seconds the swap takes. A month whose models fail to load is not put in service."""
 
-    def __init__(self, scorer: Scorer, store) -> None:
+    def __init__(self, scorer: Scorer, store, live: str | None) -> None:
         self.store = store
         self.scorer = scorer
-        self.live = store.live_id()
+        self.live = live  # the publication the scorer's month was, read before it was pinned
         self.loaded_at = _now()
         self._lock = threading.Lock()
         self._checked = time.monotonic()
@@ -257,7 +257,8 @@ class Scoring:
 
         s = get_settings()
         store = open_store(s.home, s.online_store)
-        self.backend = _backend = Backend(build_scorer(store), store)
+        live = store.live_id()
+        self.backend = _backend = Backend(build_scorer(store), store, live)
         # Everything loaded so far (MLflow, pandas, LightGBM, the models) lives as long as the
         # process: move it out of the collector's way, so a full collection does not pause
         # requests for the whole heap's walk.
