@@ -38,7 +38,7 @@ def test_a_run_killed_before_the_online_store_is_seen_and_completed_by_a_rerun(
     st = status(home)
     assert st.serving == earlier and st.warnings == []
 
-    def dies(self, distributions):
+    def dies(self, distributions, models=None):
         raise Killed
 
     with monkeypatch.context() as m:  # killed after the files are out, before the store is
