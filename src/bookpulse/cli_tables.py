@@ -194,6 +194,11 @@ def decisions(found) -> None:
         auc = f"{m['challenger_auc']:.3f}" if "challenger_auc" in m else "-"
         if "champion_auc" in m:
             auc += f" / {m['champion_auc']:.3f}"
+        if "auc_diff" in m:  # DeLong's paired test on the same rows
+            auc += (
+                f"\n{d.verdict}: {m['auc_diff']:+.4f} "
+                f"[{m['auc_diff_low']:+.4f}, {m['auc_diff_high']:+.4f}], p {m['auc_diff_p']:.2g}"
+            )
         ece = (
             f"{m['challenger_ece']:.3f} ({m['challenger_ece_noise']:.3f})"
             if "challenger_ece_noise" in m
@@ -219,11 +224,19 @@ def history(model: str, found) -> None:
         "challenger",
         "champion before -> after",
         "challenger AUC",
+        "against the champion",
         "reason",
     ):
         table.add_column(col)
     for d in found:
         auc = d.metrics.get("challenger_auc")
+        m = d.metrics
+        paired = (
+            f"{d.verdict}: {m['auc_diff']:+.4f} [{m['auc_diff_low']:+.4f}, "
+            f"{m['auc_diff_high']:+.4f}], p {m['auc_diff_p']:.2g}"
+            if "auc_diff" in m
+            else "-"
+        )
         table.add_row(
             d.time,
             d.action,
@@ -231,6 +244,7 @@ def history(model: str, found) -> None:
             d.challenger or "-",
             f"{d.champion_before or '-'} -> {d.champion_after or '-'}",
             f"{auc:.3f}" if auc is not None else "-",
+            paired,
             d.reason,
         )
     console.print(table)

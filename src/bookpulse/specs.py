@@ -174,7 +174,12 @@ class GateSpec(_Strict):
         le=0.5,
         description="largest calibration error allowed beyond its sampling noise (ece_excess)",
     )
-    max_auc_drop: float = Field(ge=0.0, le=0.2, description="challenger vs champion tolerance")
+    max_auc_drop: float = Field(
+        ge=0.0,
+        le=0.2,
+        description="the margin of DeLong's paired test against the champion: promoted when "
+        "the 95% interval of the AUC difference rules out trailing by more than this",
+    )
 
 
 class ReasonHint(_Strict):

@@ -68,6 +68,15 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
     again = registry.promote(home, trainable_book, spec)
     assert again.outcome == "unchanged"
 
+    # a challenger that knows two features only: worse on the same rows, beyond the margin
+    weak = spec.model_copy(update={"features": spec.features[:2]})
+    train_models(trainable_book, home, [weak], threads=1)
+    tracking.configure(home)
+    worse = registry.promote(home, trainable_book, weak)
+    assert worse.outcome == "kept" and worse.verdict == "worse"
+    assert worse.metrics["auc_diff_high"] < 0 and worse.gates["not_worse"] is False
+    assert "DeLong" in worse.reason and "worse than the champion" in worse.reason
+
     v2 = train_models(trainable_book, home, [specs["churn"]], threads=1)[0].version
     tracking.configure(home)
     refused = registry.promote(
@@ -84,6 +93,12 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
 
     second = registry.promote(home, trainable_book, spec)
     assert second.outcome == "promoted" and second.champion_after == v2
+    # the paired test on the same rows is kept with the decision
+    assert second.verdict in ("better", "equivalent", "not worse")
+    m = second.metrics
+    assert m["auc_diff_low"] <= m["auc_diff"] <= m["auc_diff_high"]
+    assert m["auc_diff_low"] >= -lenient.max_auc_drop and 0 <= m["auc_diff_p"] <= 1
+    assert m["auc_diff"] == pytest.approx(m["challenger_auc"] - m["champion_auc"], abs=1e-12)
     back = registry.rollback(home, spec)
     assert back.champion_before == v2 and back.champion_after == first.champion_after
     champion = client.get_model_version_by_alias(spec.registered_name, tracking.CHAMPION)
@@ -96,7 +111,8 @@ def test_promotion_gates_history_and_rollback(trained, trainable_book) -> None:
         registry.promote(home, trainable_book, spec)
 
     outcomes = [d.outcome for d in registry.history("churn")]
-    assert outcomes == ["rolled_back", "promoted", "kept", "unchanged", "promoted"]
+    assert outcomes == ["rolled_back", "promoted", "kept", "kept", "unchanged", "promoted"]
+    assert registry.history("churn")[1].verdict == second.verdict
 
 
 def test_the_promotions_command_lists_the_history(trained, monkeypatch) -> None:

@@ -105,3 +105,46 @@ def test_downsampling_keeps_every_event_and_weights_back() -> None:
     assert (w[~negatives] == 1).all()
     same, none = downsample(frame, "y", None)
     assert same is frame and none is None
+
+
+def test_delong_matches_sklearn_and_a_paired_bootstrap() -> None:
+    """DeLong's paired test: the AUCs are sklearn's exactly, the standard error of the
+    difference is a paired bootstrap's, and identical scores differ by nothing."""
+    from sklearn.metrics import roc_auc_score
+
+    from bookpulse.model.evaluate import delong_paired
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.random(n) < 0.15
+    signal = rng.normal(size=n) + y
+    a = np.round(signal + rng.normal(size=n), 1)  # ties, as calibrated scores have
+    b = signal + 0.5 * rng.normal(size=n)
+    r = delong_paired(y, a, b)
+    assert r.auc_a == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert r.auc_b == pytest.approx(roc_auc_score(y, b), abs=1e-12)
+    boot = []
+    for _ in range(300):
+        i = rng.integers(0, n, n)
+        boot.append(roc_auc_score(y[i], b[i]) - roc_auc_score(y[i], a[i]))
+    assert r.se == pytest.approx(np.std(boot), rel=0.15)
+    assert r.low < r.diff < r.high and r.p_value < 0.05 and r.verdict(0.01) == "better"
+    same = delong_paired(y, a, a)
+    assert same.diff == 0 and same.se == 0 and same.p_value == 1.0
+
+
+@pytest.mark.parametrize(
+    "low, high, margin, verdict",
+    [
+        (0.001, 0.02, 0.01, "better"),
+        (-0.004, 0.006, 0.01, "equivalent"),
+        (-0.004, 0.03, 0.01, "not worse"),
+        (-0.03, -0.02, 0.01, "worse"),
+        (-0.03, 0.01, 0.01, "inconclusive"),
+    ],
+)
+def test_the_promotion_verdicts(low, high, margin, verdict) -> None:
+    from bookpulse.model.evaluate import PairedAUC
+
+    r = PairedAUC(0.8, 0.8, (low + high) / 2, 0.01, 0.0, 1.0, low, high)
+    assert r.verdict(margin) == verdict

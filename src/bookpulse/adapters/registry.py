@@ -23,7 +23,7 @@ from bookpulse.book import io
 from bookpulse.errors import BookpulseError, MonitorError
 from bookpulse.model.core import Champion
 from bookpulse.model.dataset import split_months, training_set
-from bookpulse.model.evaluate import calibration_metrics
+from bookpulse.model.evaluate import calibration_metrics, delong_paired
 from bookpulse.model.fit import ScoringModel
 from bookpulse.specs import ModelSpec, UpliftSpec
 
@@ -46,6 +46,7 @@ class Decision:
     metrics: dict[str, float] = field(default_factory=dict)
     gates: dict[str, bool] = field(default_factory=dict)
     reason: str = ""
+    verdict: str = ""  # challenger against champion on the same rows (DeLong): see PairedAUC
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -101,9 +102,7 @@ def _check_out_of_time(client: MlflowClient, name: str, version: str, window: li
         )
 
 
-def _score(model: ScoringModel, frame, label: str) -> dict[str, float]:
-    p = model.predict(frame)
-    y = frame[label].to_numpy()
+def _score(p, y) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y, p)), **calibration_metrics(y, p)}
 
 
@@ -125,6 +124,7 @@ def _record(home: Path, decision: Decision) -> None:
                 "champion_after": decision.champion_after or "",
                 "reason": decision.reason[:5000],
                 "decided_at": decision.time,
+                "verdict": decision.verdict,
                 **tracking.who(),
             }
         )
@@ -162,30 +162,44 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
         return decision
     for version in filter(None, (challenger, champion)):
         _check_out_of_time(client, name, version, window)
-    frame = training_set(book, spec, window)
+    new_model = load_scoring_model(name, challenger)
+    old_model = load_scoring_model(name, champion) if champion is not None else None
+    # the rows of the window, with every feature either version reads (a new spec may read
+    # others than the champion's)
+    wanted = list(dict.fromkeys([*new_model.features, *(old_model.features if old_model else [])]))
+    frame = training_set(book, spec.model_copy(update={"features": wanted}), window)
     label = spec.target.label
-    metrics = {
-        f"challenger_{k}": v
-        for k, v in _score(load_scoring_model(name, challenger), frame, label).items()
-    }
+    y = frame[label].to_numpy()
+    p_new = new_model.predict(frame)
+    metrics = {f"challenger_{k}": v for k, v in _score(p_new, y).items()}
     gates = {
         "min_auc": metrics["challenger_auc"] >= spec.gates.min_auc,
         "max_calibration_error": metrics["challenger_ece_excess"]
         <= spec.gates.max_calibration_error,
     }
-    if champion is not None:
+    verdict = ""
+    if old_model is not None:
+        p_old = old_model.predict(frame)
+        metrics.update({f"champion_{k}": v for k, v in _score(p_old, y).items()})
+        # the same rows, paired: DeLong's test of challenger minus champion
+        paired = delong_paired(y, p_old, p_new)
+        verdict = paired.verdict(spec.gates.max_auc_drop)
         metrics.update(
             {
-                f"champion_{k}": v
-                for k, v in _score(load_scoring_model(name, champion), frame, label).items()
+                "auc_diff": paired.diff,
+                "auc_diff_se": paired.se,
+                "auc_diff_z": paired.z,
+                "auc_diff_p": paired.p_value,
+                "auc_diff_low": paired.low,
+                "auc_diff_high": paired.high,
             }
         )
-        gates["max_auc_drop"] = (
-            metrics["challenger_auc"] >= metrics["champion_auc"] - spec.gates.max_auc_drop
-        )
+        gates["not_worse"] = verdict in ("better", "equivalent", "not worse")
     metrics["rows"] = float(len(frame))
-    failed = "; ".join(_explain(g, metrics, spec) for g, ok in gates.items() if not ok)
-    return _decide(home, spec.name, name, challenger, champion, window, metrics, gates, failed)
+    failed = "; ".join(_explain(g, metrics, spec, verdict) for g, ok in gates.items() if not ok)
+    return _decide(
+        home, spec.name, name, challenger, champion, window, metrics, gates, failed, verdict
+    )
 
 
 def _decide(
@@ -198,6 +212,7 @@ def _decide(
     metrics: dict[str, float],
     gates: dict[str, bool],
     failed: str,
+    verdict: str = "",
 ) -> Decision:
     """Move the champion alias to the challenger when no gate `failed` (the reasons, joined),
     and record the decision either way."""
@@ -213,6 +228,7 @@ def _decide(
             metrics,
             gates,
             failed,
+            verdict,
         )
     else:
         client = MlflowClient()
@@ -228,7 +244,8 @@ def _decide(
             window,
             metrics,
             gates,
-            "all gates passed",
+            "all gates passed" + (f"; against the champion: {verdict}" if verdict else ""),
+            verdict,
         )
     _record(home, decision)
     return decision
@@ -288,7 +305,7 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
     return _decide(home, spec.name, name, challenger, champion, window, metrics, gates, failed)
 
 
-def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
+def _explain(gate: str, m: dict[str, float], spec: ModelSpec, verdict: str = "") -> str:
     g = spec.gates
     if gate == "min_auc":
         return f"AUC {m['challenger_auc']:.3f} below the minimum {g.min_auc}"
@@ -298,8 +315,10 @@ def _explain(gate: str, m: dict[str, float], spec: ModelSpec) -> str:
             f"{m['challenger_ece_noise']:.3f} by more than {g.max_calibration_error}"
         )
     return (
-        f"AUC {m['challenger_auc']:.3f} trails the champion's {m['champion_auc']:.3f} by "
-        f"more than {g.max_auc_drop}"
+        f"{verdict} than the champion on the same rows: AUC {m['challenger_auc']:.3f} against "
+        f"{m['champion_auc']:.3f}, difference {m['auc_diff']:+.4f} (95% interval "
+        f"{m['auc_diff_low']:+.4f} to {m['auc_diff_high']:+.4f}, DeLong p {m['auc_diff_p']:.3g})"
+        f", which cannot rule out trailing by more than the margin {g.max_auc_drop}"
     )
 
 
@@ -330,6 +349,7 @@ def history(model: str) -> list[Decision]:
                 window=window.split("..") if window else [],
                 metrics=dict(run.data.metrics),
                 reason=t.get("reason", ""),
+                verdict=t.get("verdict", ""),
                 time=t.get("decided_at", ""),
             )
         )
