@@ -691,7 +691,6 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._opened: int | None = None
         self._codecs: dict[str, _Codec | None] = {}
-        self._dists: dict[str, np.ndarray | None] = {}
 
     def _connection(self) -> sqlite3.Connection | None:
         if not self.path.is_file():
@@ -705,7 +704,6 @@ class SqliteStore:
             )
             self._opened = mtime
             self._codecs = {}
-            self._dists = {}
         return self._conn
 
     @contextlib.contextmanager
@@ -748,14 +746,11 @@ class SqliteStore:
         )
 
     def distribution(self, prefix: str) -> np.ndarray | None:
-        """The month's sorted scores of a model (read once per month: it does not change)."""
         conn = self._connection()
         if conn is None:
             return None
-        if prefix not in self._dists:
-            row = conn.execute("SELECT probs FROM dist WHERE prefix = ?", (prefix,)).fetchone()
-            self._dists[prefix] = None if row is None else np.frombuffer(row[0], np.float64)
-        return self._dists[prefix]
+        row = conn.execute("SELECT probs FROM dist WHERE prefix = ?", (prefix,)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float64)
 
     def live_id(self) -> str | None:
         """Which publication is live (cheap: the file's identity; a publish replaces it)."""
@@ -904,7 +899,6 @@ class RedisStore:
         self.client = redis.Redis.from_url(url)
         self.ns = namespace
         self._codecs: dict[tuple[str, str], _Codec | None] = {}
-        self._dists: dict[tuple[str, str], np.ndarray | None] = {}
 
     def _current(self) -> str | None:
         v = self.client.get(f"{self.ns}:current")
@@ -995,17 +989,9 @@ class RedisStore:
         return dict(zip((i for i, _ in found), _unpack(codec, [d for _, d in found]), strict=True))
 
     def distribution(self, prefix: str) -> np.ndarray | None:
-        """The month's sorted scores of a model (read once per version)."""
         version = self._current()
-        if version is None:
-            return None
-        if (version, prefix) not in self._dists:
-            blob = self.client.get(f"{self.ns}:{version}:dist:{prefix}")
-            if len(self._dists) > 64:
-                self._dists.clear()
-            found = None if blob is None else np.frombuffer(blob, dtype=np.float64)
-            self._dists[version, prefix] = found
-        return self._dists[version, prefix]
+        blob = None if version is None else self.client.get(f"{self.ns}:{version}:dist:{prefix}")
+        return None if blob is None else np.frombuffer(blob, dtype=np.float64)
 
     def live_id(self) -> str | None:
         return self._current()
