@@ -267,6 +267,39 @@ def rollback(model: Annotated[str, typer.Argument(help=ONE_MODEL_HELP)]) -> None
     console.print(f"[green]{model}[/]: {d.reason}")
 
 
+@app.command("model-risk")
+def model_risk(
+    model: Annotated[str, typer.Argument(help=ONE_MODEL_HELP)],
+    version: Annotated[
+        str | None,
+        typer.Option(help="A registered version to document [default: the champion]."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the .md and .html [default: $BOOKPULSE_HOME/reports]."),
+    ] = None,
+) -> None:
+    """Write the model-risk document of a scoring model's champion (or --version), for a
+    bank's model-risk reviewer: purpose and population, data and windows, features with their
+    descriptions and gain ranks, performance with slices, calibration, stability, fairness,
+    the promotion decision, limitations and the monitoring plan with its thresholds. Built
+    from what the version's training run and the registry logged (nothing is recomputed);
+    logged to that run as model-risk/MODEL-vVERSION.md and .html, and written to --out.
+    Promotion and rollback write it for the new champion on their own. Uplift models are not
+    covered."""
+    from bookpulse.jobs.model_risk import ModelRiskRequest
+    from bookpulse.jobs.model_risk import model_risk as model_risk_job
+
+    request = ModelRiskRequest(_home(), model, version, out)
+    r = run(model_risk_job, request, status=f"writing the model-risk document of {model}")
+    which = "champion" if r.champion else "not the champion"
+    console.print(
+        f"[green]{r.model}[/] version {r.version} ({which}): {r.markdown} and {r.html}; "
+        f"logged to run {r.run_id} as {', '.join(r.logged)}",
+        soft_wrap=True,
+    )
+
+
 @app.command()
 def runs(
     model: Annotated[str, typer.Argument(help=ONE_MODEL_HELP)],

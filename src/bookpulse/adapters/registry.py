@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from bookpulse.adapters import tracking
+from bookpulse.adapters import risk_doc, tracking
 from bookpulse.book import io
 from bookpulse.errors import BookpulseError, MonitorError
 from bookpulse.model.core import Champion
@@ -197,9 +197,24 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
         gates["not_worse"] = verdict in ("better", "equivalent", "not worse")
     metrics["rows"] = float(len(frame))
     failed = "; ".join(_explain(g, metrics, spec, verdict) for g, ok in gates.items() if not ok)
-    return _decide(
+    decision = _decide(
         home, spec.name, name, challenger, champion, window, metrics, gates, failed, verdict
     )
+    if decision.outcome == "promoted":
+        _document(spec, challenger)
+    return decision
+
+
+def _document(spec: ModelSpec, version: str) -> None:
+    """The new champion's model-risk document, logged to its training run (`model-risk/`)."""
+    try:
+        risk_doc.log_document(spec, version, history(spec.name))
+    except (BookpulseError, MlflowException, OSError) as exc:
+        raise RegistryError(
+            f"{spec.name} version {version} is the champion (the decision is recorded), but its "
+            f"model-risk document could not be written ({exc}); write it with `bookpulse "
+            f"model-risk {spec.name}`"
+        ) from exc
 
 
 def _decide(
@@ -381,6 +396,8 @@ def rollback(home: Path, spec: ModelSpec | UpliftSpec) -> Decision:
         spec.name, "rollback", "rolled_back", None, current, previous, [], reason=reason
     )
     _record(home, decision)
+    if isinstance(spec, ModelSpec):
+        _document(spec, previous)
     return decision
 
 
