@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -43,6 +44,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReasonRange(_Strict):
+    """Where the figure a reason prints stops meaning anything to a banker (assets must grow
+    396,725%, assets here of CNY 2): outside [low, high] the reason says `below` or `above`
+    instead, a phrase without the figure. The bounds are in the units of the figure the
+    phrase prints: its one key, {value}, {exp} or {pct} (so `high: 9` on an {exp:.0%} phrase
+    is +900%, tenfold)."""
+
+    low: float | None = Field(default=None, description="below this the reason says `below`")
+    high: float | None = Field(default=None, description="above this the reason says `above`")
+    below: str | None = Field(default=None, min_length=5, description="the phrase below `low`")
+    above: str | None = Field(default=None, min_length=5, description="the phrase above `high`")
+
+    @model_validator(mode="after")
+    def _bounds_with_phrases(self) -> ReasonRange:
+        if self.low is None and self.high is None:
+            raise ValueError("give low, high or both")
+        if (self.low is None) != (self.below is None):
+            raise ValueError("give `below` exactly when `low` is given")
+        if (self.high is None) != (self.above is None):
+            raise ValueError("give `above` exactly when `high` is given")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError("low must be below high")
+        for phrase in (self.below, self.above):
+            if phrase is not None and ("{" in phrase or "}" in phrase):
+                raise ValueError(f"{phrase!r}: the phrase replaces the figure, it shows none")
+        return self
+
+
+REASON_KEYS = ("value", "exp", "pct")
+
+
 class FeatureSpec(_Strict):
     name: Name
     dtype: Dtype
@@ -55,11 +87,51 @@ class FeatureSpec(_Strict):
         "over {value} (the feature; text for categoricals), {exp} (e^value - 1, for log "
         "features) and {pct} (100 x value), e.g. 'holds {value:.0f} product lines'",
     )
+    reason_range: ReasonRange | None = Field(
+        default=None,
+        description="where the figure the reason prints is believable, and what the reason "
+        "says outside it (e.g. {high: 9, above: 'assets are far from the next tier'} for "
+        "'assets must grow {exp:,.0%} to reach the next tier'); for a phrase with one key",
+    )
+    group: Name | None = Field(
+        default=None,
+        description="the feature group (features/<group>.yaml) the feature is declared in: "
+        "set by the catalog, not written in the file. Reasons of a row come from different "
+        "groups (bookpulse.model.core)",
+    )
     monitor: bool = Field(
         default=True,
         description="false for a feature that changes by design from one month to the next "
         "(the calendar month): the drift monitor leaves it out",
     )
+    slice_in: list[Literal["weak_spots", "fairness"]] = Field(
+        default_factory=list,
+        description="tables that break each model's figures down by this feature's groups: "
+        "weak_spots (AUC and observed/expected by group in the validation pack and the "
+        "review), fairness (those and the listing rate, in the model card and the review); "
+        "customer features only, joined to a card's holder for card models",
+    )
+
+    @model_validator(mode="after")
+    def _range_fits_the_reason(self) -> FeatureSpec:
+        if self.reason_range is not None and self.reason_figure is None:
+            raise ValueError(
+                "reason_range needs a numeric reason showing one figure: {value}, {exp} or {pct}"
+            )
+        return self
+
+    @property
+    def reason_figure(self) -> str | None:
+        """The key of the one figure a numeric reason prints ({value}, {exp} or {pct}), if
+        it prints exactly one."""
+        if self.dtype == "category" or not self.reason or "|" in self.reason:
+            return None
+        keys = {
+            field.split(".")[0].split("[")[0]
+            for _, field, _, _ in string.Formatter().parse(self.reason)
+            if field is not None
+        }
+        return keys.pop() if len(keys) == 1 and keys <= set(REASON_KEYS) else None
 
 
 class FeatureGroup(_Strict):
@@ -67,6 +139,24 @@ class FeatureGroup(_Strict):
     entity: Entity
     description: str
     features: list[FeatureSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_know_their_group(cls, data):
+        """Each feature carries the group it is declared in (`FeatureSpec.group`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+            return data
+        group = data.get("group")
+        features = []
+        for f in data["features"]:
+            if isinstance(f, dict):
+                if f.get("group", group) != group:
+                    raise ValueError(f"feature {f.get('name')!r} names another group")
+                f = {**f, "group": group}
+            elif isinstance(f, FeatureSpec) and f.group != group:
+                f = f.model_copy(update={"group": group})
+            features.append(f)
+        return {**data, "features": features}
 
 
 class FeatureCatalog(_Strict):
@@ -87,6 +177,14 @@ class FeatureCatalog(_Strict):
 
     def for_entity(self, entity: Entity) -> dict[str, FeatureSpec]:
         return {f.name: f for g in self.groups.values() if g.entity == entity for f in g.features}
+
+    def sliced_by(self, table: Literal["weak_spots", "fairness"]) -> list[str]:
+        """The customer features whose groups break figures down in `table`, in catalog order."""
+        return [f for f, s in self.for_entity("customer").items() if table in s.slice_in]
+
+    def slice_columns(self) -> list[str]:
+        """Every customer feature some breakdown table reads."""
+        return [f for f, s in self.for_entity("customer").items() if s.slice_in]
 
 
 class Population(_Strict):

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -61,6 +62,34 @@ def test_every_model_is_tracked_under_home_not_mlruns(trained) -> None:
         assert str(Path(run.info.artifact_uri.removeprefix("file://"))).startswith(
             str(home.resolve())
         )
+
+
+def test_the_validation_pack_breaks_figures_down_by_group(trained, tmp_path) -> None:
+    """Weak spots by tier, age band, segment and region, and fairness by gender and age band
+    with the listing rate: every test row in exactly one group of each dimension, for card
+    models by their holder's groups; both in the model card."""
+    home, specs, results = trained
+    client = MlflowClient(tracking.configure(home))
+    for name, result in results.items():
+        run = client.get_run(result.run_id)
+        test_rows = int(run.data.params["rows.test"])
+        folder = Path(client.download_artifacts(result.run_id, "validation", str(tmp_path / name)))
+        slices = pd.read_csv(folder / "slices.csv")
+        fairness = pd.read_csv(folder / "fairness.csv")
+        assert set(slices["dimension"]) == {"tier", "age_band", "segment", "region"}, name
+        assert set(fairness["dimension"]) == {"age_band", "gender"}, name
+        for table in (slices, fairness):
+            assert (table.groupby("dimension")["rows"].sum() == test_rows).all(), name
+            events = table.groupby("dimension")["events"].sum()
+            assert (events == round(run.data.metrics["event_rate"] * test_rows)).all(), name
+        listed = (fairness["listing_rate"] * fairness["rows"]).groupby(fairness["dimension"]).sum()
+        assert (listed / test_rows).between(0.099, 0.13).all(), (name, listed)  # a tenth a month
+        assert slices["listing_rate"].isna().all()
+        assert run.data.metrics["slices_flagged"] == slices["flag"].sum()
+        assert run.data.metrics["fairness_flagged"] == fairness["flag"].sum()
+        card = (folder / "model_card.md").read_text()
+        assert "## Weak spots" in card and "## Fairness" in card, name
+        assert "| gender | F |" in card, name
 
 
 def test_a_second_run_registers_a_new_challenger_version(trained, trainable_book) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bookpulse.model.drift import ACT, compare, psi_bound, reference_profile
 from bookpulse.model.fit import ScoringModel, prepare
-from bookpulse.model.realised import list_outcomes, list_totals, realised
+from bookpulse.model.realised import by_branch, list_outcomes, list_totals, realised
 
 
 def _frame(n: int, seed: int, shift: float = 0.0, missing: float = 0.1, web: float = 0.3):
@@ -277,3 +277,30 @@ def test_caused_measures_treated_against_hold_out_with_an_honest_interval():
             per_rm = c.by_group.loc[c.by_group["level"].eq("rm")]
             assert (per_rm["treated"] + per_rm["control"]).sum() == n
     assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_a_list_is_summarised_per_branch_where_it_told_most_first():
+    rng = np.random.default_rng(3)
+    n = 600
+    population = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "branch_id": rng.integers(1, 4, n),
+            "rm_id": rng.integers(1, 13, n),
+            "y": (rng.random(n) < 0.2).astype(int),
+        }
+    )
+    listed = population.loc[rng.random(n) < 0.3, "id"]
+    table = list_outcomes(population, listed, "churned")
+    branches = by_branch(table, "churned")
+    assert branches["branch_id"].tolist() == sorted(
+        set(population["branch_id"]),
+        key=lambda b: (-branches.set_index("branch_id").loc[b, "difference"], b),
+    )
+    assert branches["listed"].sum() == len(listed)
+    assert branches["difference"].is_monotonic_decreasing
+    one = branches.iloc[0]
+    mine = population.loc[population["branch_id"] == one["branch_id"]]
+    on = mine["id"].isin(set(listed))
+    assert one["listed_rate"] == pytest.approx(mine.loc[on, "y"].mean())
+    assert one["rms"] == table.loc[table["branch_id"] == one["branch_id"], "rm_id"].nunique()

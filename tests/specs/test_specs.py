@@ -129,7 +129,9 @@ def test_training_set_stacks_features_and_labels(small_book: Path) -> None:
     spec = load_model_specs()["churn"]
     months = labels.labelled_months(meta["months"], spec.target)[:2]
     df = training_set(small_book, spec, months)
-    assert list(df.columns) == ["customer_id", "as_of", *spec.features, "churned"]
+    sliced = [c for c in load_feature_catalog().slice_columns() if c not in spec.features]
+    assert sliced  # the breakdown tables' columns the model does not read ride along, last
+    assert list(df.columns) == ["customer_id", "as_of", *spec.features, "churned", *sliced]
     assert df.groupby("as_of").size().index.strftime("%Y-%m").tolist() == months
     for m in months:
         lab = labels.labels_for_month(small_book, spec.target, m, meta["months"])

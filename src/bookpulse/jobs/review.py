@@ -19,6 +19,7 @@ from bookpulse.adapters.report import log_report_run, reports_dir, review_html, 
 from bookpulse.book import io
 from bookpulse.config import get_settings
 from bookpulse.errors import MonitorError
+from bookpulse.features import build_features, read_frames
 from bookpulse.jobs.monitor import Report
 from bookpulse.jobs.uplift import true_benefit
 from bookpulse.labels import labelled_months, labels_for_month
@@ -31,7 +32,15 @@ from bookpulse.model.realised import (
     list_totals,
     realised,
 )
-from bookpulse.specs import ModelSpec, Playbook, load_model_specs, load_playbook, load_uplift_specs
+from bookpulse.model.slices import flagged, slice_table
+from bookpulse.specs import (
+    ModelSpec,
+    Playbook,
+    load_feature_catalog,
+    load_model_specs,
+    load_playbook,
+    load_uplift_specs,
+)
 
 PROMISED = (
     "auc",
@@ -218,6 +227,8 @@ def realised_outcomes(
     results: dict[str, Realised] = {}
     tables: dict[str, pd.DataFrame] = {}  # each score file read once
     outcomes: dict[str, pd.DataFrame] = {}
+    groups: dict[str, pd.DataFrame] = {}  # each reviewed row's slice columns
+    attributes: dict[str, pd.DataFrame] = {}  # the month's slice columns, built once
     skipped: dict[str, str] = {}
     for name, used in manifest.models.items():
         spec = specs.get(name)
@@ -265,6 +276,11 @@ def realised_outcomes(
         outcomes[name] = joined.rename(columns={key: "id", word: "y"})[
             ["id", "branch_id", "rm_id", "y"]
         ]
+        groups[name] = (
+            joined[[key, word, f"{prefix}_probability"]]
+            .set_axis([key, "y", "p"], axis=1)
+            .merge(slice_frames(book, scored, attributes)[spec.entity], on=key, how="left")
+        )
     lists = {}
     for list_name, action_list in playbook.lists.items():
         path = out / "lists" / f"{list_name}.parquet"
@@ -278,11 +294,42 @@ def realised_outcomes(
         word = spec.target.label
         table = list_outcomes(outcomes[action_list.model], listed[spec.id_column].dropna(), word)
         lists[list_name] = (word, table, list_totals(table, word))
+        on_list = outcomes[action_list.model]["id"].isin(set(listed[spec.id_column].dropna()))
+        r = results[action_list.model]
+        r.listed_on.append(list_name)
+        r.fairness = breakdown(groups[action_list.model], "fairness", on_list.to_numpy())
+    for name, r in results.items():
+        r.slices = breakdown(groups[name], "weak_spots")
+        if r.fairness is None:
+            r.fairness = breakdown(groups[name], "fairness")
     if not results:
         raise MonitorError(
             f"nothing to review for {scored}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
     return results, lists, skipped
+
+
+def slice_frames(
+    book: Path, scored: str, cache: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """The month's slice columns (the catalog's weak-spot and fairness features) per entity,
+    keyed by customer_id and by card_id (a card's holder's), built once into `cache` from the
+    book as of the month: the same features the scores were computed from."""
+    if not cache:
+        sliced = load_feature_catalog().slice_columns()
+        customers, cards = build_features(read_frames(book, scored), scored)
+        cache["customer"] = customers[["customer_id", *sliced]]
+        cache["card"] = cards[["card_id", "customer_id"]].merge(
+            cache["customer"], on="customer_id", how="left"
+        )[["card_id", *sliced]]
+    return cache
+
+
+def breakdown(rows: pd.DataFrame, kind: str, listed: np.ndarray | None = None) -> pd.DataFrame:
+    """A reviewed model's weak-spot or fairness table (`bookpulse.model.slices`) over its
+    reviewed `rows` (y, p and the slice columns)."""
+    columns = load_feature_catalog().sliced_by(kind)
+    return slice_table(rows["y"].to_numpy(), rows["p"].to_numpy(), rows[columns], listed)
 
 
 def review(request: ReviewRequest) -> ReviewResult:
@@ -312,6 +359,10 @@ def review(request: ReviewRequest) -> ReviewResult:
         for k, v in r.promised.items():
             metrics[f"{name}.promised_{k}"] = v
         tags[f"{name}.verdict"] = r.verdict
+        for kind, table in (("weak_spots", r.slices), ("fairness", r.fairness)):
+            if table is not None:
+                metrics[f"{name}.{kind}_flagged"] = float(table["flag"].sum())
+                tags[f"{name}.{kind}"] = ("; ".join(flagged(table)) or "none flagged")[:5000]
     for list_name, (_, _, totals) in lists.items():
         metrics[f"list.{list_name}.listed_rate"] = totals["listed_rate"]
         metrics[f"list.{list_name}.not_listed_rate"] = totals["not_listed_rate"]

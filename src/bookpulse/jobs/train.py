@@ -27,6 +27,7 @@ from bookpulse.model.dataset import embargo_months, split_months, training_sets
 from bookpulse.model.drift import reference_profile
 from bookpulse.model.evaluate import evaluate, model_card, plot_pack
 from bookpulse.model.fit import fit_model
+from bookpulse.model.slices import slice_table, top_share_listed
 from bookpulse.specs import ModelSpec, load_feature_catalog, load_uplift_specs, specs_for
 
 
@@ -162,6 +163,10 @@ def train_and_log(
                 sample,
             )
             ev.gains.to_csv(out / "gains_by_decile.csv", index=False)
+            slices = breakdowns(test, label, p_test)
+            for table_name, table in slices.items():
+                table.to_csv(out / f"{table_name}.csv", index=False)
+                mlflow.log_metric(f"{table_name}_flagged", float(table["flag"].sum()))
             month = test["as_of"].dt.strftime("%Y-%m").to_numpy()
             profile = reference_profile(model, test, p_test, month)
             (out / tracking.REFERENCE_FILE).write_text(json.dumps(profile))
@@ -175,6 +180,7 @@ def train_and_log(
                 ev.metrics,
                 spec.gates.model_dump(),
                 str(book),
+                slices,
             )
             (out / "model_card.md").write_text(card)
             (out / "spec.json").write_text(spec.model_dump_json(indent=2))
@@ -205,6 +211,21 @@ def train_and_log(
         metrics=ev.metrics,
         seconds=time.perf_counter() - started,
     )
+
+
+def breakdowns(test: pd.DataFrame, label: str, p: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The test rows' weak-spot table (`slices`) and fairness table (`fairness`, with the
+    share of each group in the top tenth of its month's scores as its listing rate), by the
+    catalog's slice columns the training set carries."""
+    catalog = load_feature_catalog()
+    y = test[label].to_numpy()
+    month = test["as_of"].dt.strftime("%Y-%m").to_numpy()
+    out = {}
+    for table_name, kind in (("slices", "weak_spots"), ("fairness", "fairness")):
+        columns = [c for c in catalog.sliced_by(kind) if c in test.columns]
+        listed = top_share_listed(p, month) if kind == "fairness" else None
+        out[table_name] = slice_table(y, p, test[columns], listed)
+    return out
 
 
 # what an analyst compares across runs, shown as columns in the experiment's analyst view

@@ -10,7 +10,7 @@ import pandas as pd
 from bookpulse import labels
 from bookpulse.book import io
 from bookpulse.features import build_features, read_frames
-from bookpulse.specs import ModelSpec
+from bookpulse.specs import ModelSpec, load_feature_catalog
 
 
 def embargo_months(spec: ModelSpec) -> int:
@@ -79,6 +79,7 @@ def training_sets(
         c for s in specs if s.target.horizon_months for c in labels.snapshot_columns(s.target)
     ]
     snapshots = labels.BookSnapshots(book, list(dict.fromkeys(columns)))
+    sliced = load_feature_catalog().slice_columns()
     cards = None
     if any(s.target.kind == "first_use" for s in specs):
         cards = io.read_static(book, "cards", ["card_id", "issue_date", "first_use_date"])
@@ -96,8 +97,29 @@ def training_sets(
             rows = frame[[key, "as_of", *spec.features]].merge(
                 lab[[key, spec.target.label]], on=key, how="inner", validate="one_to_one"
             )
-            parts[spec.name].append(rows)
+            parts[spec.name].append(with_slices(rows, frame, customers, spec, sliced))
     return {name: pd.concat(p, ignore_index=True) for name, p in parts.items()}
+
+
+def with_slices(
+    rows: pd.DataFrame,
+    frame: pd.DataFrame,
+    customers: pd.DataFrame,
+    spec: ModelSpec,
+    sliced: Sequence[str],
+) -> pd.DataFrame:
+    """`rows` with the customer columns the weak-spot and fairness tables break figures down by
+    (`sliced`), those the model does not read already: a customer's own, a card's holder's (by
+    `customer_id`; a holder no longer active has them missing). The model never reads them."""
+    extra = [c for c in sliced if c not in rows.columns]
+    if not extra:
+        return rows
+    if spec.entity == "customer":
+        return rows.merge(frame[[spec.id_column, *extra]], on=spec.id_column, how="left")
+    holders = frame[[spec.id_column, "customer_id"]].merge(
+        customers[["customer_id", *extra]], on="customer_id", how="left"
+    )
+    return rows.merge(holders[[spec.id_column, *extra]], on=spec.id_column, how="left")
 
 
 def training_set(book: Path, spec: ModelSpec, months: Sequence[str] | None = None) -> pd.DataFrame:

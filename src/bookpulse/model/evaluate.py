@@ -330,6 +330,7 @@ def model_card(
     metrics: dict[str, float],
     gates: dict,
     book: str,
+    slices: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """A markdown model card: what it predicts, for whom, on what data, how well, limits."""
 
@@ -362,6 +363,7 @@ def model_card(
         )
     lines += ["", "## Out-of-time test metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    lines += _breakdown_sections(slices or {})
     lines += [
         "",
         "## Gates",
@@ -380,3 +382,33 @@ def model_card(
         "any action.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _breakdown_sections(slices: dict[str, pd.DataFrame]) -> list[str]:
+    """The card's weak-spot and fairness sections, from `bookpulse.model.slices` tables."""
+    from bookpulse.model import slices as breakdown
+
+    titles = {
+        "slices": (
+            "Weak spots (test window, by group)",
+            "AUC and observed/expected (O/E) of each group; flagged when the group departs from "
+            "the rest of the book by more than 20% in O/E or 0.05 in AUC and beyond noise "
+            "(Holm's correction over the table's tests, 5% family-wise).",
+        ),
+        "fairness": (
+            "Fairness (test window, by gender and age band)",
+            "Listed: the share of the group in the top tenth of its month's scores (a list's "
+            "usual depth); events listed: the share of its events there. Flagged when its O/E "
+            "or listing rate departs from the rest beyond noise (Holm, 5%) and materially "
+            "(O/E by 20%, listing rate outside 0.8-1.25x, the four-fifths rule).",
+        ),
+    }
+    lines = []
+    for name, (title, rule) in titles.items():
+        if name not in slices:
+            continue
+        table = slices[name]
+        flagged = breakdown.flagged(table)
+        lines += ["", f"## {title}", "", rule, "", breakdown.markdown(table), ""]
+        lines += [f"- flagged: {f}" for f in flagged] or ["- no group flagged"]
+    return lines

@@ -40,6 +40,9 @@ class Realised:
     by_decile: pd.DataFrame
     verdict: str = "as promised"
     reasons: list[str] = field(default_factory=list)
+    slices: pd.DataFrame | None = None  # weak spots (`bookpulse.model.slices`)
+    fairness: pd.DataFrame | None = None  # by gender and age band, with the list's rate
+    listed_on: list[str] = field(default_factory=list)  # the lists the fairness table reads
 
 
 def auc_se(auc: float, positives: int, negatives: int) -> float:
@@ -133,6 +136,32 @@ def list_outcomes(population: pd.DataFrame, listed: pd.Series, outcome: str) -> 
         out["listed_rate"] = out[f"listed_{outcome}"] / out["listed"]
         out["not_listed_rate"] = out[f"not_listed_{outcome}"] / out["not_listed"]
     return out.sort_values(["branch_id", "rm_id"]).reset_index(drop=True)
+
+
+def by_branch(table: pd.DataFrame, outcome: str) -> pd.DataFrame:
+    """`list_outcomes`' rows added up per branch, with the RMs counted, sorted by how much
+    more often the listed had the outcome than the same RMs' others (where the list told the
+    most first; ties by branch)."""
+    sums = (
+        table.groupby("branch_id")
+        .agg(
+            rms=("rm_id", "nunique"),
+            listed=("listed", "sum"),
+            hit=(f"listed_{outcome}", "sum"),
+            not_listed=("not_listed", "sum"),
+            miss=(f"not_listed_{outcome}", "sum"),
+        )
+        .reset_index()
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sums["listed_rate"] = sums["hit"] / sums["listed"]
+        sums["not_listed_rate"] = sums["miss"] / sums["not_listed"]
+    sums["difference"] = sums["listed_rate"] - sums["not_listed_rate"]
+    sums = sums.rename(columns={"hit": f"listed_{outcome}", "miss": f"not_listed_{outcome}"})
+    order = sums.sort_values(
+        ["difference", "branch_id"], ascending=[False, True], na_position="last"
+    )
+    return order.reset_index(drop=True)
 
 
 def list_totals(table: pd.DataFrame, outcome: str) -> dict[str, float]:
