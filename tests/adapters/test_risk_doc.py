@@ -258,6 +258,20 @@ def test_slices_absent_are_said_to_be_not_logged() -> None:
     assert "FLAGGED" not in md
 
 
+def test_a_run_logged_before_the_pack_grew_still_renders() -> None:
+    """An old run: no reference profile, gains, monthly AUCs, plots or tables."""
+    facts = copy.deepcopy(_facts())
+    facts.update(reference=None, gains=None, slices=None, fairness=None, auc_by_month={}, plots={})
+    facts["artifacts"] = []
+    md, page = risk_doc.to_markdown(facts), risk_doc.to_html(facts)
+    features = md.split("## 3. Features")[1].split("## 4.")[0]
+    assert "not logged by this run: gain ranks not shown" in features
+    assert "| - | `age` | Age in years at T." in features  # still described
+    assert "AUC by test month: not logged by this run." in md
+    assert "Gains by decile: not logged by this run." in md
+    assert "data:image/png" not in page and page.count("not logged by this run") >= 6
+
+
 def test_the_monitoring_plan_names_the_early_read_when_the_monitor_has_one() -> None:
     facts = copy.deepcopy(_facts())
     facts["monitoring"]["early"] = {

@@ -717,11 +717,14 @@ def _validation(f: dict) -> list[Block]:
     blocks: list[Block] = [
         (
             "p",
-            "Promotion is independent of the developer's choices: the challenger is re-scored "
-            "by the registry on the book's latest out-of-time window, and the champion alias "
-            "moves only when the spec's gates pass; against a sitting champion the two are "
-            "compared on the same rows by DeLong's paired test. Every decision is an MLflow "
-            "run in the experiment `bookpulse-promotions`.",
+            "The checks below are automated and outside the developer's hands: the registry "
+            "loads the registered challenger itself, scores it on the book's latest "
+            "out-of-time window, and moves the champion alias only when the spec's gates "
+            "pass; against a sitting champion the two are compared on the same rows by "
+            "DeLong's paired test. Every decision is an MLflow run in the experiment "
+            "`bookpulse-promotions`. They are evidence for the independent validation, not a "
+            "substitute for it: the validator's own review and sign-off close this document "
+            "(section 11).",
         ),
         Table(["gate (spec)", "threshold", "this run's test window", "result"], rows),
     ]
