@@ -239,6 +239,62 @@ def top_k(credit: np.ndarray, k: int = 3) -> np.ndarray:
     return pick(np.ascontiguousarray(credit), k)
 
 
+def _top_k_grouped_py(credit, group, k):
+    """Each row's k reasons, each from a feature group not yet used while one has credit.
+
+    Greedy by |credit|: the j-th pick is the largest non-zero |credit| among the features of
+    groups none of the first j-1 picks belongs to; when no such feature has credit, the
+    largest |credit| among the features not yet picked, whatever their group (ties: lower
+    index first, as `top_k`)."""
+    n, f = credit.shape
+    out = np.empty((n, k), dtype=np.int32)
+    for i in numba.prange(n):
+        for j in range(k):
+            best = -1
+            best_abs = 0.0  # a new group's feature needs a non-zero credit
+            fallback = -1
+            fallback_abs = -1.0
+            for c in range(f):
+                taken = False
+                used = False
+                for q in range(j):
+                    if out[i, q] == c:
+                        taken = True
+                        break
+                    if group[out[i, q]] == group[c]:
+                        used = True
+                if taken:
+                    continue
+                a = abs(credit[i, c])
+                if a > fallback_abs:
+                    fallback_abs = a
+                    fallback = c
+                if not used and a > best_abs:
+                    best_abs = a
+                    best = c
+            out[i, j] = best if best >= 0 else fallback
+    return out
+
+
+_top_k_grouped_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_top_k_grouped_py)
+_top_k_grouped_serial = numba.njit(nogil=True)(_top_k_grouped_py)
+
+
+def top_k_grouped(credit: np.ndarray, group: np.ndarray, k: int = 3) -> np.ndarray:
+    """Column indices of each row's k reasons, largest |credit| first, each from a feature
+    group (`group`: an integer code per column) the earlier ones do not come from, as long
+    as another group has a non-zero credit; then the largest remaining, whatever the group.
+
+    The first is always the largest |credit| (`top_k`'s first); the second the largest among
+    the other groups', the third among the groups neither takes."""
+    k = min(k, credit.shape[1])
+    group = np.ascontiguousarray(group, dtype=np.int32)
+    if group.shape != (credit.shape[1],):
+        raise ValueError(f"expected a group for each of {credit.shape[1]} columns")
+    pick = _top_k_grouped_parallel if len(credit) >= PARALLEL_ROWS else _top_k_grouped_serial
+    return pick(np.ascontiguousarray(credit), group, k)
+
+
 def agreement(top_fast: np.ndarray, top_exact: np.ndarray) -> dict[str, float]:
     """How often two explanations agree: the same first reason, and the mean share of the
     top-k features both name (order ignored)."""
