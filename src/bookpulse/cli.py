@@ -272,11 +272,11 @@ def model_risk(
     model: Annotated[str, typer.Argument(help=ONE_MODEL_HELP)],
     version: Annotated[
         str | None,
-        typer.Option(help="A registered version to document [default: the champion]."),
+        typer.Option(help="A registered version to document (default: the champion)."),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for the .md and .html [default: $BOOKPULSE_HOME/reports]."),
+        typer.Option(help="Folder for the .md and .html (default: $BOOKPULSE_HOME/reports)."),
     ] = None,
 ) -> None:
     """Write the model-risk document of a scoring model's champion (or --version), for a

@@ -400,7 +400,8 @@ def test_the_model_risk_command(promoted, tmp_path, monkeypatch) -> None:
     missing = runner.invoke(cli.app, ["model-risk", "churn", "--version", "99"], env=env)
     assert missing.exit_code == 2 and "has no version 99" in missing.output
     unknown = runner.invoke(cli.app, ["model-risk", "nosuch"], env=env)
-    assert unknown.exit_code == 2 and "unknown model 'nosuch'" in unknown.output
+    assert unknown.exit_code == 2 and "unknown model 'nosuch': use one of" in unknown.output
+    assert "churn" in unknown.output and "all" not in unknown.output.split("use one of")[1]
     untrained = runner.invoke(cli.app, ["model-risk", "tier_upgrade"], env=env)
     assert untrained.exit_code == 2 and "no registered version" in untrained.output
     uplift = runner.invoke(cli.app, ["model-risk", "retention_call_uplift"], env=env)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bookpulse.adapters import registry, risk_doc, tracking
 from bookpulse.adapters.report import reports_dir
-from bookpulse.specs import SpecError, load_uplift_specs, spec_named
+from bookpulse.specs import SpecError, load_uplift_specs, model_names, spec_named
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ def model_risk(request: ModelRiskRequest) -> ModelRiskResult:
             f"{request.model} is an uplift model; model-risk documents cover the scoring "
             "models (a calibrated probability of an event), not uplift models"
         )
+    names = model_names()
+    if request.model not in names:
+        raise SpecError(f"unknown model {request.model!r}: use one of {', '.join(names)}")
     spec = spec_named(request.model)
     tracking.configure(request.home)
     champion = None
