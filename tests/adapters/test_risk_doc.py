@@ -350,7 +350,9 @@ def test_promotion_logs_the_document_to_the_champions_run(promoted) -> None:
         assert auc in text
         assert "not logged by this run" in text or "validation/slices.csv" in text
     # the promotion that made it champion, with its paired test
-    assert decision.verdict in md and f"{decision.metrics['auc_diff_p']:.3g}" in md
+    assert decision.verdict == "equivalent"  # the same spec, data and seed: the same model
+    assert f"equivalent to champion version {decision.champion_before}, AUC" in md
+    assert f"DeLong p {decision.metrics['auc_diff_p']:.3g}" in md
     # features with their catalog descriptions, ranked by the logged gain
     assert "Number of product lines" in md or "product lines" in md
     assert "data:image/png;base64," in page  # the run's plots inline

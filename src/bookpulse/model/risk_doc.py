@@ -662,6 +662,9 @@ def _promotion_of(f: dict) -> dict | None:
     return None
 
 
+_AGAINST = {"equivalent": "to", "inconclusive": "against"}  # else "than"
+
+
 def _decision_sentence(d: dict) -> str:
     m = d.get("metrics", {}) or {}
     window = d.get("window") or []
@@ -670,7 +673,8 @@ def _decision_sentence(d: dict) -> str:
     head = f"{d.get('outcome', '-')} {d.get('time', '')}{where}{rows}"
     if d.get("verdict"):
         return (
-            f"{head}: {d['verdict']} than champion version {d.get('champion_before')}, AUC "
+            f"{head}: {d['verdict']} {_AGAINST.get(d['verdict'], 'than')} champion version "
+            f"{d.get('champion_before')}, AUC "
             f"{_num(m.get('challenger_auc'))} against {_num(m.get('champion_auc'))}, "
             f"difference {_num(m.get('auc_diff'), '{:+.4f}')} (95% interval "
             f"{_num(m.get('auc_diff_low'), '{:+.4f}')} to {_num(m.get('auc_diff_high'), '{:+.4f}')}"
