@@ -131,3 +131,19 @@ def test_the_markdown_table_shows_rates_as_percentages():
     assert text.index("under_30") < text.index("75_plus")
     assert "%" in text.splitlines()[2]
     assert "listed" not in text.splitlines()[0]  # no list, no listing columns
+
+
+def test_fairness_asks_whether_one_group_is_served_worse_than_the_others():
+    """A month when every group is off alike is no disparity: against the book's level,
+    neither gender is flagged; a group off twice as much as the others is."""
+    p, _, rng = _book(40_000, 8)
+    gender = rng.choice(["F", "M"], len(p))
+    y = (rng.random(len(p)) < np.minimum(1.5 * p, 1)).astype(int)  # everyone 1.5x
+    alike = slice_table(y, p, pd.DataFrame({"gender": gender}), against_book=True)
+    assert not alike["flag"].any(), flagged(alike)
+    assert slice_table(y, p, pd.DataFrame({"gender": gender}))["flag"].all()  # both off 1
+    band = rng.choice(["young", "middle", "old"], len(p), p=[0.4, 0.45, 0.15])
+    y = (rng.random(len(p)) < np.minimum(np.where(band == "old", 3, 1.5) * p, 1)).astype(int)
+    table = slice_table(y, p, pd.DataFrame({"age_band": band}), against_book=True)
+    assert [line.split(":")[0] for line in flagged(table)] == ["age band old"]
+    assert "more events than the book" in table.set_index("group").loc["old", "note"]

@@ -329,7 +329,8 @@ def breakdown(rows: pd.DataFrame, kind: str, listed: np.ndarray | None = None) -
     """A reviewed model's weak-spot or fairness table (`bookpulse.model.slices`) over its
     reviewed `rows` (y, p and the slice columns)."""
     columns = load_feature_catalog().sliced_by(kind)
-    return slice_table(rows["y"].to_numpy(), rows["p"].to_numpy(), rows[columns], listed)
+    y, p = rows["y"].to_numpy(), rows["p"].to_numpy()
+    return slice_table(y, p, rows[columns], listed, against_book=kind == "fairness")
 
 
 def review(request: ReviewRequest) -> ReviewResult:

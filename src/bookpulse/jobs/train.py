@@ -224,7 +224,7 @@ def breakdowns(test: pd.DataFrame, label: str, p: np.ndarray) -> dict[str, pd.Da
     for table_name, kind in (("slices", "weak_spots"), ("fairness", "fairness")):
         columns = [c for c in catalog.sliced_by(kind) if c in test.columns]
         listed = top_share_listed(p, month) if kind == "fairness" else None
-        out[table_name] = slice_table(y, p, test[columns], listed)
+        out[table_name] = slice_table(y, p, test[columns], listed, against_book=kind == "fairness")
     return out
 
 

@@ -17,6 +17,9 @@ A group is **flagged** when it departs materially and beyond noise:
   expected count, which is conservative: a tier of 10 rows expecting 0.07 events is not
   flagged for the one it had). The note sets it beside the book's own O/E: in a month when
   the whole book is off, the groups well beyond the book's level are where the miss sits;
+  In the fairness tables the yardstick is the book's own level instead (its events against
+  its probabilities scaled by the book's O/E): fairness asks whether one group is served
+  worse than the others, and a month when every group is off alike is no disparity;
 - ranking: its AUC trails the book's by more than 0.05 (`AUC_DROP`), beyond chance on its own
   Hanley-McNeil standard error (one-sided);
 - listing (fairness tables): its listing rate over the rest's is outside 0.8-1.25 (the
@@ -112,7 +115,7 @@ def count_p_value(observed: int, p: np.ndarray) -> float:
     return float(min(1.0, 2 * tail))
 
 
-def _group_row(dimension: str, group: str, y, p, listed, book: dict) -> dict:
+def _group_row(dimension: str, group: str, y, p, listed, scale: float) -> dict:
     n, events = len(y), int(y.sum())
     expected = float(p.sum())
     row = {
@@ -131,9 +134,10 @@ def _group_row(dimension: str, group: str, y, p, listed, book: dict) -> dict:
             float(listed[y == 1].mean()) if listed is not None and events else np.nan
         ),
     }
-    sd = float(np.sqrt(np.sum(p * (1 - p))))
+    q = np.minimum(p * scale, 1.0)  # what the yardstick expects of each row
+    sd = float(np.sqrt(np.sum(q * (1 - q))))
     if sd > 0:
-        row["oe_z"] = (events - expected) / sd
+        row["oe_z"] = (events - q.sum()) / sd
     if n >= MIN_ROWS and MIN_EVENTS <= events <= n - MIN_EVENTS:
         row["auc"] = float(roc_auc_score(y, p))
         row["auc_se"] = auc_se(row["auc"], events, n - events)
@@ -141,20 +145,31 @@ def _group_row(dimension: str, group: str, y, p, listed, book: dict) -> dict:
 
 
 def _tests(
-    row: dict, p: np.ndarray, book: dict, y_rest, listed_rest
+    row: dict, p: np.ndarray, book: dict, y_rest, listed_rest, scale: float, relative: bool
 ) -> list[tuple[str, float, bool, str]]:
-    """(kind, p-value, material, note) of each test the group gets."""
+    """(kind, p-value, material, note) of each test the group gets; its events are judged
+    against its probabilities times `scale` (1, or the book's O/E when `relative`)."""
     out = []
     oe, book_oe = row["observed_over_expected"], book["oe"]
-    if np.isfinite(oe):
-        word = "more" if oe > 1 else "fewer"
+    if np.isfinite(oe) and np.isfinite(scale) and scale > 0:
+        rel = oe / scale
+        word = "more" if rel > 1 else "fewer"
+        if relative:
+            note = (
+                f"{word} events than the book against the same probabilities: O/E {oe:.2f} "
+                f"against the book's {scale:.2f} ({rel:.2f}x)"
+            )
+        else:
+            note = (
+                f"{word} events than predicted: {row['events']:,} against {p.sum():,.1f} "
+                f"expected (O/E {oe:.2f}; the book's {book_oe:.2f})"
+            )
         out.append(
             (
                 "calibration",
-                count_p_value(row["events"], p),
-                abs(oe - 1) > OE_BAND,
-                f"{word} events than predicted: {row['events']:,} against "
-                f"{p.sum():,.1f} expected (O/E {oe:.2f}; the book's {book_oe:.2f})",
+                count_p_value(row["events"], np.minimum(p * scale, 1.0)),
+                abs(rel - 1) > OE_BAND,
+                note,
             )
         )
     if np.isfinite(row["auc"]) and row["auc_se"] > 0 and np.isfinite(book["auc"]):
@@ -192,10 +207,13 @@ def slice_table(
     p: np.ndarray,
     groups: pd.DataFrame,
     listed: np.ndarray | None = None,
+    against_book: bool = False,
 ) -> pd.DataFrame:
     """One row per group of each column of `groups` (aligned with `y`, `p`), in COLUMNS order,
     with `flag` and `note` (see the module's rules). `listed`: which rows were listed, for the
-    listing rate and its test; None leaves them out."""
+    listing rate and its test; None leaves them out. `against_book`: judge a group's O/E
+    against the book's (a disparity between groups, for fairness) rather than against its own
+    probabilities (a weak spot); `oe_z` follows the same yardstick."""
     y = np.asarray(y, int)
     p = np.asarray(p, float)
     listed = None if listed is None else np.asarray(listed, bool)
@@ -210,11 +228,13 @@ def slice_table(
         values = values.astype(str).to_numpy()
         for group in sorted(set(values), key=_group_order(groups[dimension])):
             sel = values == group
+            scale = book["oe"] if against_book else 1.0
             row = _group_row(
-                dimension, group, y[sel], p[sel], None if listed is None else listed[sel], book
+                dimension, group, y[sel], p[sel], None if listed is None else listed[sel], scale
             )
             rest_listed = None if listed is None else listed[~sel]
-            for kind, pv, material, note in _tests(row, p[sel], book, y[~sel], rest_listed):
+            found = _tests(row, p[sel], book, y[~sel], rest_listed, scale, against_book)
+            for kind, pv, material, note in found:
                 tests.append((len(rows), kind, pv, material, note))
             rows.append(row)
     rejected = step_up([t[2] for t in tests])
