@@ -442,16 +442,25 @@ def monitor(
         typer.Option(callback=_month, help="Month to check, YYYY-MM (default: the latest)."),
     ] = None,
     book: BookOpt = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="The folder of published months read early (default: $BOOKPULSE_HOME/scores)."
+        ),
+    ] = None,
 ) -> None:
     """Check every champion for drift in one month: PSI of its score and of its top features
     against its training run's out-of-time test window (stable < 0.10 <= watch < 0.25 <= act,
-    noise-aware), missing rates and category mix. Writes an HTML report under
-    $BOOKPULSE_HOME/reports and logs the figures to the MLflow experiment
+    noise-aware), missing rates and category mix. Reads early the outcomes of every published
+    month whose window is still open (events so far against the calibrated probabilities'
+    expectation for the time elapsed), estimates each model's performance this month without
+    labels (CBPE), and shows the trend of the last 12 monitored months. Writes an HTML report
+    under $BOOKPULSE_HOME/reports and logs the figures to the MLflow experiment
     bookpulse-monitoring. Exit code 0 whatever the verdict."""
     from bookpulse.jobs.monitor import MonitorRequest
     from bookpulse.jobs.monitor import monitor as monitor_job
 
-    request = MonitorRequest(_home(), book, as_of)
+    request = MonitorRequest(_home(), book, as_of, scores)
     show.monitored(run(monitor_job, request, status=f"monitoring {as_of or 'the latest month'}"))
 
 

@@ -310,6 +310,9 @@ def monthly(result) -> None:
     for name, verdict in result.monitor.items():
         colour = {"stable": "green", "watch": "yellow"}.get(verdict, "red")
         console.print(f"  drift {name}: [{colour}]{verdict}[/]")
+    for read, verdict in result.early.items():
+        colour = "green" if verdict == "as expected" else "red"
+        console.print(f"  early read {read}: [{colour}]{verdict}[/]")
     for month, verdicts in result.reviews.items():
         for name, verdict in verdicts.items():
             colour = "green" if verdict == "as promised" else "red"
@@ -355,9 +358,52 @@ def monitored(result) -> None:
     console.print(table)
     for name, why in result.not_monitored.items():
         console.print(f"[yellow]{name} not monitored:[/] {why}")
+    _early(report.month, result.early, result.early_skipped)
+    if result.estimates:
+        est = Table(
+            title=f"Expected performance in {report.month} without labels (CBPE; blind to "
+            "concept drift: it assumes the calibration still holds)"
+        )
+        cols = ("model", "rows", "expected AUC (test window; realised)", "expected rate")
+        for col in (*cols, "verdict"):
+            est.add_column(col, justify="left" if col in ("model", "verdict") else "right")
+        for name, e in result.estimates.items():
+            est.add_row(
+                name,
+                f"{e.rows:,}",
+                f"{e.expected_auc:.3f} ({e.reference_expected_auc:.3f}; {e.promised_auc:.3f})",
+                f"{e.expected_event_rate:.2%} (promised {e.promised_event_rate:.2%})",
+                e.verdict,
+            )
+        console.print(est)
     console.print(
         f"report: {report.path} (MLflow run {report.run_id}, experiment bookpulse-monitoring)"
     )
+
+
+def _early(month: str, reads, skipped: dict[str, str]) -> None:
+    """The early outcome reads of the windows open at `month`."""
+    if not reads:
+        console.print(f"early reads: no published month has an outcome window open at {month}")
+    else:
+        table = Table(title=f"Early outcome reads at {month}: events so far against expected")
+        for col in ("model", "scored", "elapsed", "events", "expected", "obs/exp", "z", "verdict"):
+            table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
+        for r in reads:
+            colour = "red" if r.flagged else "green"
+            table.add_row(
+                r.model,
+                r.scored,
+                str(r.elapsed),
+                f"{r.observed:,}",
+                f"{r.expected:,.0f} ({r.expected_low:,.0f}-{r.expected_high:,.0f})",
+                f"{r.observed_over_expected:.2f}",
+                f"{r.z:+.1f}",
+                f"[{colour}]{r.verdict}[/]",
+            )
+        console.print(table)
+    for what, why in skipped.items():
+        console.print(f"[yellow]{what} not read early:[/] {why}")
 
 
 def reviewed(result) -> None:

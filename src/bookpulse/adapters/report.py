@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from bookpulse.adapters import tracking
 from bookpulse.model.drift import ACT, COLUMNS, WATCH, Drift
+from bookpulse.model.early import CBPE_NOTE, EarlyRead, Estimate
 from bookpulse.model.realised import Realised
 
 COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
@@ -88,7 +89,114 @@ def drift_plot(d: Drift) -> Figure:
     return fig
 
 
-def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str]) -> str:
+EARLY_COLOURS = {"as expected": "#2e7d32", "more than expected": "#c62828"}
+EARLY_COLOURS["fewer than expected"] = "#c62828"
+CBPE_COLOURS = {"as promised": "#2e7d32", "below promise": "#ef6c00"}
+
+
+def trend_plot(model: str, trend: pd.DataFrame) -> Figure:
+    """A model's last monitored months: score PSI against the bands, and rows scored."""
+    fig = Figure(figsize=(11, 3.0))
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(trend))
+    colours = [COLOURS.get(v, "#555") for v in trend["verdict"]]
+    ax1.plot(x, trend["score_psi"], color="#1565c0", linewidth=1)
+    ax1.scatter(x, trend["score_psi"], c=colours, zorder=3)
+    for bound, style in ((WATCH, "--"), (ACT, "-")):
+        ax1.axhline(bound, color="#555", linestyle=style, linewidth=1)
+    ax1.set_ylim(0, max(ACT * 1.1, float(np.nanmax(trend["score_psi"], initial=0)) * 1.1))
+    ax1.set_title(f"{model}: score PSI by month (dots: the month's verdict)")
+    ax2.bar(x, trend["rows"], color="#90a4ae")
+    ax2.set_title("rows scored")
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, trend["month"], rotation=45, ha="right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _early_html(reads: list[EarlyRead], skipped: dict[str, str]) -> list[str]:
+    body = [
+        "<h2>Early outcome reads</h2>",
+        "<p>Each published month whose outcome window is still open: the events so far in the "
+        "book (read up to this month only; counted by the target's own label over the elapsed "
+        "part of the window) against what that month's calibrated probabilities expect for "
+        "the time elapsed. Events do not arrive evenly through a window, so each row expects "
+        "the share s of its probability p that the book's own last closed windows showed by "
+        "the same point (q = s x p; a constant hazard, 1 - (1 - p)^f for the elapsed "
+        "fraction f, only while no window has closed). The noise band is the expected count "
+        "+- 3 standard deviations (of the count, sqrt of sum q(1 - q), and of the measured "
+        "share); a read is flagged only outside it and with observed/expected outside its "
+        "band (the review's 20%, or the widest single-month move of the validation pack). "
+        "Tier upgrade is read as a state (in a higher tier now), which can still be undone "
+        "before its window ends.</p>",
+    ]
+    if reads:
+        body.append(
+            "<table><tr><th>model</th><th>scored</th><th>elapsed</th><th>rows</th>"
+            "<th>events so far</th><th>expected (noise band)</th><th>obs/exp (band)</th>"
+            "<th>z</th><th>expected over the whole window</th><th>verdict</th>"
+            "<th>counted</th><th>expected from</th></tr>"
+        )
+        for r in reads:
+            body.append(
+                f"<tr><td>{html.escape(r.model)}</td><td>{r.scored}</td>"
+                f"<td>{html.escape(str(r.elapsed))}</td><td>{r.rows:,}</td>"
+                f"<td>{r.observed:,}</td><td>{r.expected:,.1f} ({r.expected_low:,.0f}-"
+                f"{r.expected_high:,.0f})</td><td>{r.observed_over_expected:.2f} "
+                f"(1 &plusmn; {r.band:.2f})</td><td>{r.z:+.1f}</td>"
+                f"<td>{r.expected_full:,.0f}</td><td>{_badge(r.verdict, EARLY_COLOURS)}</td>"
+                f"<td>{html.escape(r.reading)}</td><td>{html.escape(r.expectation)}</td></tr>"
+            )
+        body.append("</table>")
+    else:
+        body.append("<p class='note'>No published month has an outcome window open now.</p>")
+    for what, why in skipped.items():
+        body.append(f"<p class='note'>{html.escape(what)} not read: {html.escape(why)}</p>")
+    return body
+
+
+def _estimates_html(estimates: dict[str, Estimate]) -> list[str]:
+    body = [
+        "<h2>Expected performance this month, without labels (CBPE)</h2>",
+        "<p>Confidence-based performance estimation: if this month's calibrated probabilities "
+        "hold, the event rate is their mean and the AUC is the one where each row counts as "
+        "an event with weight p and as a non-event with weight 1 - p. It sees a population "
+        f"the model ranks less well (covariate drift). <b>It is {html.escape(CBPE_NOTE)}</b>: "
+        "when the world changes how the features lead to outcomes (concept drift: a rate cut "
+        "making the same customers leave), the probabilities are wrong and this estimate, "
+        "built from them, reads as promised. The early reads above are what see that. The "
+        "estimate is judged against the same estimate on the test window (a model's scores "
+        "may expect a little more or less of themselves than the labels showed): 0.05 under "
+        "it is shown as below promise.</p>",
+        "<table><tr><th>model</th><th>rows</th><th>expected AUC</th>"
+        "<th>expected AUC on the test window</th><th>realised AUC promised</th>"
+        "<th>expected event rate (promised)</th><th>verdict</th></tr>",
+    ]
+    for name, e in estimates.items():
+        body.append(
+            f"<tr><td>{html.escape(name)}</td><td>{e.rows:,}</td>"
+            f"<td>{e.expected_auc:.3f}</td><td>{e.reference_expected_auc:.3f}</td>"
+            f"<td>{e.promised_auc:.3f}</td>"
+            f"<td>{_pct(e.expected_event_rate)} ({_pct(e.promised_event_rate)})</td>"
+            f"<td>{_badge(e.verdict, CBPE_COLOURS)}</td></tr>"
+        )
+    body.append("</table>")
+    return body
+
+
+def monitor_html(
+    as_of: str,
+    drifts: dict[str, Drift],
+    versions: dict[str, str],
+    early: list[EarlyRead] | None = None,
+    early_skipped: dict[str, str] | None = None,
+    estimates: dict[str, Estimate] | None = None,
+    trend: dict[str, pd.DataFrame] | None = None,
+    descriptions: dict[str, str] | None = None,
+) -> str:
+    """The month's page: drift per model, the early reads of open windows, the label-free
+    expected performance, and per model its trend over the last monitored months and its
+    features (code and plain description)."""
     body = [
         f"<p>Month {html.escape(as_of)}: each champion's score and features against the "
         "profile of its training run's out-of-time test window. PSI below 0.10 is stable, "
@@ -110,6 +218,10 @@ def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str])
             f"<td>{_badge(d.verdict, COLOURS)}</td><td>{html.escape(why)}</td></tr>"
         )
     body.append("</table>")
+    body += _early_html(list(early or []), early_skipped or {})
+    if estimates:
+        body += _estimates_html(estimates)
+    descriptions = descriptions or {}
     for name, d in drifts.items():
         body.append(f"<h2>{html.escape(name)} {_badge(d.verdict, COLOURS)}</h2>")
         body.append(_png(drift_plot(d)))
@@ -120,7 +232,14 @@ def monitor_html(as_of: str, drifts: dict[str, Drift], versions: dict[str, str])
             | (d.features["missing_verdict"] != "stable"),
             cols,
         ]
+        shown.insert(1, "description", [descriptions.get(f, "") for f in shown["feature"]])
         body.append(_table(shown))
+        history = (trend or {}).get(name)
+        if history is not None and len(history):
+            body.append(f"<h3>{html.escape(name)}: the last {len(history)} monitored months</h3>")
+            body.append(_png(trend_plot(name, history)))
+            shown = history.assign(rows=history["rows"].round().astype("Int64"))
+            body.append(_table(shown.iloc[::-1], "{:.3f}"))
     return _page(f"bookpulse monitor: {as_of}", body)
 
 

@@ -7,7 +7,9 @@ It is idempotent: a month done with the same champions is not done again (its re
 `$BOOKPULSE_HOME/monthly/` answers, with the same exit code), and a month reviewed once is not
 reviewed again.
 
-Exit codes (`EXIT_*`): 0 done and calm; 3 done, but a monitor verdict is "act" or a review
+Exit codes (`EXIT_*`): 0 done and calm; 3 done, but a monitor verdict is "act", an early
+outcome read of a month whose window is still open finds more or fewer events than its scores
+expect (beyond noise and band: the warning the review would give months later), or a review
 finds a model off its promise: someone should look; 2 refused or failed (the CLI's code for
 every error), with the message saying why.
 """
@@ -49,15 +51,22 @@ class MonthlyResult:
     month: str
     champions: dict[str, str]  # registered name -> version used
     monitor: dict[str, str] = field(default_factory=dict)  # model -> verdict
+    early: dict[str, str] = field(default_factory=dict)  # "model scored T" -> early verdict
     reviews: dict[str, dict[str, str]] = field(default_factory=dict)  # month -> model -> verdict
     notes: list[str] = field(default_factory=list)
     already_done: bool = False
 
     @property
     def needs_action(self) -> list[str]:
-        """What asks a person to look: monitor verdicts "act", reviews "off promise"."""
+        """What asks a person to look: monitor verdicts "act", early reads more or fewer
+        than expected, reviews "off promise"."""
         out = [
             f"{m}: drift in {self.month} says act" for m, v in self.monitor.items() if v == "act"
+        ]
+        out += [
+            f"{read}: {v} in {self.month} (early read)"
+            for read, v in self.early.items()
+            if v != "as expected"
         ]
         for month, verdicts in self.reviews.items():
             out += [
@@ -123,9 +132,9 @@ def monthly(
     scored = score(ScoreRequest(home, book, month))
     result.notes += [f"{k}: {v}" for k, v in scored.not_scored.items()]
     say(f"monitoring {month}")
-    result.monitor = {
-        name: d.verdict for name, d in monitor(MonitorRequest(home, book, month)).drifts.items()
-    }
+    monitored = monitor(MonitorRequest(home, book, month))
+    result.monitor = {name: d.verdict for name, d in monitored.drifts.items()}
+    result.early = {f"{r.model} scored {r.scored}": r.verdict for r in monitored.early}
     months = io.read_meta(book)["months"]
     for past in just_closed(month, months):
         if past == month or past in state["reviewed"]:

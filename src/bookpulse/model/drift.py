@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2, norm
 
+from bookpulse.model.early import expected_auc
 from bookpulse.model.evaluate import psi_from_shares
 from bookpulse.model.fit import ScoringModel
 
@@ -121,8 +122,9 @@ def reference_profile(
     model: ScoringModel, frame: pd.DataFrame, scores: np.ndarray, month: np.ndarray
 ) -> dict:
     """What the model was validated on, for the monitor: bins and shares of the score and of
-    every feature of `frame` (the test window's rows; `month` names each row's month), their
-    usual month-to-month movement, the rows per month, and the features ranked by gain."""
+        every feature of `frame` (the test window's rows; `month` names each row's month), their
+        usual month-to-month movement, the rows per month, the features ranked by gain, and the AUC
+    the scores expect of themselves (CBPE: `bookpulse.model.early.expected_auc`)."""
     scores = np.asarray(scores, float)
     month = np.asarray(month)
     features = {}
@@ -138,6 +140,7 @@ def reference_profile(
         "rows_by_month": [int(c) for c in counts],
         "score": _entry(scores, None, month),
         "mean_score": float(scores.mean()) if scores.size else float("nan"),
+        "expected_auc": expected_auc(scores),  # CBPE's AUC on the test window, for the monitor
         "features": features,
         "by_gain": [str(f) for f in gain.index],
     }
@@ -179,6 +182,16 @@ def worst(verdicts) -> str:
     return max(verdicts, key=VERDICTS.index, default="stable")
 
 
+TOP_DRIFTING = 3  # features named per model and month in the monitor's trend
+
+
+def top_drifting(features: pd.DataFrame, n: int = TOP_DRIFTING) -> str:
+    """The `n` features that moved most (by PSI) in a month's feature table, as
+    "feature PSI (verdict)" joined by "; " (what the trend view keeps per month)."""
+    moved = features.loc[features["psi"] > 0].sort_values("psi", ascending=False).head(n)
+    return "; ".join(f"{r.feature} {r.psi:.3f} ({r.psi_verdict})" for r in moved.itertuples())
+
+
 @dataclass
 class Drift:
     """One model's drift in one month."""
@@ -193,6 +206,7 @@ class Drift:
     mean_score: float
     reference_mean_score: float
     features: pd.DataFrame  # one row per feature, by gain rank
+    reference_expected_auc: float = float("nan")  # CBPE's AUC on the test window (if logged)
     score_shares: tuple[list[float], list[float]] = field(default=([], []))  # reference, now
     verdict: str = "stable"
     reasons: list[str] = field(default_factory=list)
@@ -306,6 +320,7 @@ def compare(
         mean_score=float(np.mean(scores)) if n else float("nan"),
         reference_mean_score=float(profile["mean_score"]),
         features=table,
+        reference_expected_auc=float(profile.get("expected_auc", float("nan"))),
         score_shares=(score["shares"][0][:-1], score["shares"][1][:-1]),
         verdict=verdict,
         reasons=reasons,
