@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bookpulse.jobs import demo as steps
 from bookpulse.model import lists
+from bookpulse.model.slices import flagged as flagged_groups
 
 console = Console()
 err = Console(stderr=True)
@@ -423,6 +424,10 @@ def reviewed(result) -> None:
             "; ".join(r.reasons) or "-",
         )
     console.print(table)
+    for name, r in result.results.items():
+        for kind, found in (("weak spot", r.slices), ("fairness", r.fairness)):
+            for line in [] if found is None else flagged_groups(found):
+                console.print(f"[yellow]{name} {kind}:[/] {line}")
     if result.caused:
         _caused(report.month, result.caused)
     if result.against:

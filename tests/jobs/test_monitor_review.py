@@ -19,7 +19,7 @@ from bookpulse import cli, cli_tables
 from bookpulse.adapters import tracking
 from bookpulse.adapters.champions import load_champions
 from bookpulse.adapters.publish import default_out
-from bookpulse.adapters.report import EXPERIMENT
+from bookpulse.adapters.report import EXPERIMENT, review_html
 from bookpulse.errors import MonitorError
 from bookpulse.jobs.monitor import drifts as month_drifts
 from bookpulse.jobs.review import ReviewRequest, realised_outcomes, review
@@ -451,3 +451,28 @@ def test_scores_of_another_book_are_not_read_early(books, home, early, tmp_path)
     reads, skipped = early_reads(books["calm"], "2026-07", tmp_path, load_model_specs())
     assert not reads
     assert "scored on another book" in skipped["churn scored 2026-06"]
+
+
+def test_the_review_names_the_tiers_the_cut_hit(reviews):
+    """The cut moved money out of the effective and mid tiers: the weak-spot table flags those
+    two tiers and no other, while on the calm book no tier is flagged; the fairness table
+    carries the retention list's listing rate by gender and age band."""
+
+    def tiers(table):
+        return set(table.loc[(table["dimension"] == "tier") & table["flag"], "group"])
+
+    results, lists, skipped = reviews["shocked", CHURN_MONTH]
+    churn = results["churn"]
+    assert tiers(churn.slices) == {"effective", "mid"}, churn.slices
+    assert tiers(reviews["calm", CHURN_MONTH][0]["churn"].slices) == set()
+    fair = churn.fairness
+    assert set(fair["dimension"]) == {"gender", "age_band"}
+    assert churn.listed_on == ["retention"]
+    listed = lists["retention"][2]["listed"]
+    by_gender = fair.loc[fair["dimension"] == "gender"]
+    assert round((by_gender["listing_rate"] * by_gender["rows"]).sum()) == listed
+    page = review_html(CHURN_MONTH, results, lists, skipped)
+    assert "churn: weak spots by group" in page and "tier mid: more events" in page
+    assert "fairness by gender and age band" in page
+    branch_table = page.split("By branch", 1)[1].split("</table>", 1)[0]
+    assert "pts" in branch_table and "%" in branch_table

@@ -15,9 +15,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bookpulse.adapters import tracking
+from bookpulse.model import slices as breakdown
 from bookpulse.model.drift import ACT, COLUMNS, WATCH, Drift
 from bookpulse.model.early import CBPE_NOTE, EarlyRead, Estimate
-from bookpulse.model.realised import Realised
+from bookpulse.model.realised import Realised, by_branch
 
 COLOURS = {"stable": "#2e7d32", "watch": "#ef6c00", "act": "#c62828"}
 REVIEW_COLOURS = {"as promised": "#2e7d32", "off promise": "#c62828"}
@@ -304,6 +305,7 @@ def review_html(
         body.append(_png(review_plot(r)))
         body.append(_table(_metric_rows(r)))
         body.append(_table(r.by_decile, "{:.4f}"))
+        body += _breakdown_html(r)
     for list_name, (outcome, table, totals) in lists.items():
         body.append(f"<h2>list: {html.escape(list_name)}</h2>")
         body.append(
@@ -312,7 +314,13 @@ def review_html(
             f"others, {totals[f'not_listed_{outcome}']:,} {outcome} "
             f"({_pct(totals['not_listed_rate'])}).</p>"
         )
-        body.append(_table(table, "{:.3f}"))
+        branches = by_branch(table, outcome)
+        body.append(
+            f"<p class='note'>By branch ({len(branches)} branches, {int(branches['rms'].sum())} "
+            "RMs), the branches where the listed most often had the outcome against the same "
+            "RMs' others first.</p>"
+        )
+        body.append(_rates(branches, ("listed_rate", "not_listed_rate", "difference")))
     for list_name, c in (by_cause or {}).items():
         body += _caused_html(list_name, c)
     if against:
@@ -342,6 +350,54 @@ def review_html(
         )
         body.append(_table(rows, "{:.2f}"))
     return _page(f"bookpulse review: scored {scored}", body)
+
+
+def _rates(df: pd.DataFrame, rates: tuple[str, ...]) -> str:
+    """A table whose `rates` columns read as percentages (a difference of rates as points)."""
+    shown = df.copy()
+    for c in rates:
+        points = c == "difference"
+        shown[c] = [
+            "-" if not np.isfinite(v) else (f"{100 * v:+.1f} pts" if points else f"{v:.1%}")
+            for v in shown[c].to_numpy(float)
+        ]
+    return _table(shown)
+
+
+def _breakdown_html(r: Realised) -> list[str]:
+    """A reviewed model's weak spots and fairness tables, flagged groups named first."""
+    out = []
+    titles = {
+        "slices": (
+            "weak spots by group",
+            "AUC and observed/expected (O/E) by tier, age band, segment and region. A group is "
+            "flagged when it departs from the rest of the book (O/E by more than 20% against "
+            "the book's own O/E, or AUC 0.05 under the book's) beyond noise, after Holm's "
+            "correction for the number of groups (5% chance of any false flag per table).",
+        ),
+        "fairness": (
+            "fairness by gender and age band",
+            "Listed: the share of the group on "
+            + (", ".join(r.listed_on) or "no list")
+            + "; events listed: the share of its events on it. Flagged when its O/E or listing "
+            "rate departs from the rest beyond noise (Holm, 5%) and materially (O/E by 20%, "
+            "listing rate outside 0.8-1.25x, the four-fifths rule).",
+        ),
+    }
+    for attr, (title, rule) in titles.items():
+        table = getattr(r, attr)
+        if table is None:
+            continue
+        named = breakdown.flagged(table)
+        out.append(f"<h3>{html.escape(r.model)}: {html.escape(title)}</h3>")
+        out.append(f"<p class='note'>{html.escape(rule)}</p>")
+        if named:
+            items = "".join(f"<li>{html.escape(x)}</li>" for x in named)
+            out.append(f"<p><b>Flagged:</b></p><ul>{items}</ul>")
+        else:
+            out.append("<p>No group flagged.</p>")
+        out.append(_table(breakdown.readable(table)))
+    return out
 
 
 def _caused_html(list_name: str, c) -> list[str]:
