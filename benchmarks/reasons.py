@@ -5,7 +5,7 @@ model's whole scored population, prints:
 
 - the share of rows whose lead (first) sentence follows the most common pattern (the sentence
   with its numbers masked: "transactions last month -#% against the 12-month average; ..."),
-  and how many distinct lead patterns there are;
+  how many distinct lead patterns there are, and the three most common with their shares;
 - how often reasons 1 and 2 come from the same feature group (features/<group>.yaml), and how
   often the three reasons come from three groups;
 - the share of rows whose most common pair of first and second sentence patterns it shows;
@@ -13,9 +13,14 @@ model's whole scored population, prints:
   +-1,000%, amounts under CNY 100);
 - how often the lead's |credit| is within 10% of the best other group's (a near tie).
 
-"before" is the old selection (plain top-3 by |credit|, `top_k`) with the catalog's phrases
-as they were (no `reason_range`); "after" is the scoring core's (`pick_reasons`, ranges).
-Both on the very same credits.
+"before" is the old selection (plain top-3 by |credit|, `top_k`) with the catalog's plain
+phrases (`reason` alone: no `reason_bands`; the model specs' hints as they are today);
+"after" is the scoring core's (`pick_reasons`, the bands). Both on the very same credits: the
+lead feature is the same row by row, only its sentence differs.
+
+Last, the API's cost of one call: `score_records` on one customer, per model (the best of 5
+passes over 500 customers), with the feature groups cached per champion and catalog as the
+scoring core does, and worked out on every call as the first grouped version did.
 
     .venv/bin/python benchmarks/reasons.py [--home /tmp/reasons-home]
 
@@ -33,7 +38,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?")
+DIGITS = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # 1,234,567.8 (not a comma after it)
 PERCENT = re.compile(r"([+-]?[\d,]+(?:\.\d+)?)%")
 CNY = re.compile(r"CNY ([\d,]+(?:\.\d+)?)")
 NEAR = 0.10  # a lead within 10% of the best other group's credit: a near tie
@@ -78,6 +83,7 @@ def measure(spec, features, catalog, frame, credit, top) -> dict:
     n = len(frame)
     leads = Counter(pattern(s) for s in cols["reason1_sentence"])
     lead, lead_n = leads.most_common(1)[0] if n else ("", 0)
+    top3 = [(p, c / n) for p, c in leads.most_common(3)]
     pairs = Counter(
         (pattern(a), pattern(b))
         for a, b in zip(cols["reason1_sentence"], cols["reason2_sentence"], strict=True)
@@ -92,6 +98,7 @@ def measure(spec, features, catalog, frame, credit, top) -> dict:
         "rows": n,
         "lead_share": lead_n / n if n else 0.0,
         "lead": lead,
+        "top3": top3,
         "lead_patterns": len(leads),
         "pair_share": pairs.most_common(1)[0][1] / n if n else 0.0,
         "same_group_12": float(np.mean(same12)) if n else 0.0,
@@ -131,8 +138,10 @@ def report(name: str, before: dict, after: dict, ties: float) -> None:
     for label, key, fmt in rows:
         print(f"  {label:46s} {fmt.format(before[key]):>9s} {fmt.format(after[key]):>9s}")
     print(f"  lead within {NEAR:.0%} of the best other group's credit: {ties:.1%} of rows")
-    print(f"  lead before: {before['lead']}")
-    print(f"  lead after:  {after['lead']}")
+    for label, m in (("before", before), ("after", after)):
+        print(f"  top lead patterns {label}:")
+        for p, share in m["top3"]:
+            print(f"    {share:6.1%}  {p}")
     for s in before["absurd_examples"]:
         print(f"  absurd before, e.g.: {s}")
     for s in after["absurd_examples"]:
@@ -155,7 +164,7 @@ def main() -> None:
     from bookpulse.adapters import tracking
     from bookpulse.adapters.champions import load_champion
     from bookpulse.model.batch import scored_population
-    from bookpulse.model.core import explain, model_matrix
+    from bookpulse.model.core import explain, feature_groups, model_matrix
     from bookpulse.model.explain import top_k
     from bookpulse.specs import load_feature_catalog, load_model_specs, load_playbook
 
@@ -169,11 +178,11 @@ def main() -> None:
         "card": pd.read_parquet(home / "features" / as_of / "cards.parquet"),
     }
     print(f"reasons on {home}, month {as_of}: before = plain top-3 by |credit| and phrases ")
-    print("without reason_range; after = one group per reason while another has credit, ranges")
+    print("without reason_bands; after = one group per reason while another has credit, bands")
 
     def both(spec, frame, label):
         catalog = full.for_entity(spec.entity)
-        plain = {n: s.model_copy(update={"reason_range": None}) for n, s in catalog.items()}
+        plain = {n: s.model_copy(update={"reason_bands": []}) for n, s in catalog.items()}
         champ = load_champion(spec)
         frame = frame.reset_index(drop=True)
         _, credit, top = explain(champ, model_matrix(champ.model, frame), catalog)
@@ -201,6 +210,47 @@ def main() -> None:
     for spec in specs.values():
         frame = scored_population(spec, features[spec.entity])
         both(spec, frame, f"model {spec.name}, every row scored")
+
+    print("\nAPI, score_records on one customer a call (best of 5 passes over 500 customers):")
+    for spec in specs.values():
+        if spec.entity != "customer":
+            continue
+        champ = load_champion(spec)
+        catalog = full.for_entity(spec.entity)
+        frame = features[spec.entity][champ.model.features].head(500)
+        records = [
+            {f: (None if pd.isna(v) else v) for f, v in r.items()} for r in frame.to_dict("records")
+        ]
+        cached = per_call(champ, records, catalog)
+        uncached = champ.__class__.reason_groups
+        try:  # as the first grouped version: the groups worked out on every call
+            champ.__class__.reason_groups = lambda self, cat: feature_groups(
+                self.model.features, cat
+            )
+            each_call = per_call(champ, records, catalog)
+        finally:
+            champ.__class__.reason_groups = uncached
+        print(
+            f"  {spec.name:16s} {cached:6.1f} us a call "
+            f"(groups worked out on every call: {each_call:6.1f} us)"
+        )
+
+
+def per_call(champ, records: list[dict], catalog) -> float:
+    """Microseconds of one `score_records` call on one record: the best of 5 passes."""
+    import time
+
+    from bookpulse.model.core import score_records
+
+    for r in records[:50]:
+        score_records(champ, [r], catalog)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for r in records:
+            score_records(champ, [r], catalog)
+        best = min(best, (time.perf_counter() - start) / len(records))
+    return best * 1e6
 
 
 if __name__ == "__main__":

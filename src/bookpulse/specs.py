@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
 from functools import cached_property
 from pathlib import Path
@@ -44,35 +45,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ReasonRange(_Strict):
-    """Where the figure a reason prints stops meaning anything to a banker (assets must grow
-    396,725%, assets here of CNY 2): outside [low, high] the reason says `below` or `above`
-    instead, a phrase without the figure. The bounds are in the units of the figure the
-    phrase prints: its one key, {value}, {exp} or {pct} (so `high: 9` on an {exp:.0%} phrase
-    is +900%, tenfold)."""
+REASON_KEYS = ("value", "exp", "pct")
+_SAMPLE_KEYS = {"value": 1.5, "exp": 3.48, "pct": 150.0}  # formats a text once to check it
 
-    low: float | None = Field(default=None, description="below this the reason says `below`")
-    high: float | None = Field(default=None, description="above this the reason says `above`")
-    below: str | None = Field(default=None, min_length=5, description="the phrase below `low`")
-    above: str | None = Field(default=None, min_length=5, description="the phrase above `high`")
+
+def _format_problem(text: str) -> str | None:
+    """Why `text` is not a reason format string over {value}, {exp} and {pct}, or None."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        roots = {f.split(".")[0].split("[")[0] for f in fields}
+        if "" in roots:
+            return "a positional {} (name the figure: {value}, {exp} or {pct})"
+        if roots - set(REASON_KEYS):
+            return f"unknown keys {sorted(roots - set(REASON_KEYS))} (known: {REASON_KEYS})"
+        text.format(**_SAMPLE_KEYS)
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+        return f"does not format a number: {e}"
+    return None
+
+
+class ReasonBand(_Strict):
+    """One band of a feature's `reason_bands`: the figures below `below` (and from the
+    previous band's bound up) read `text`, a format string over {value}, {exp} and {pct} like
+    `reason` (or the feature's `reason` itself when `text` is left out). The bound is in the
+    units of the figure the feature's `reason` prints: its one key, {value}, {exp} or {pct}
+    (so `below: 9` on an {exp:.0%} reason is +900%, tenfold)."""
+
+    below: float | None = Field(
+        default=None,
+        description="the band holds figures strictly below this (a figure equal to it falls "
+        "in the next band); left out on the last band only, which runs to +infinity",
+    )
+    text: str | None = Field(
+        default=None,
+        min_length=5,
+        description="the phrase for the band's figures (default: the feature's `reason`)",
+    )
 
     @model_validator(mode="after")
-    def _bounds_with_phrases(self) -> ReasonRange:
-        if self.low is None and self.high is None:
-            raise ValueError("give low, high or both")
-        if (self.low is None) != (self.below is None):
-            raise ValueError("give `below` exactly when `low` is given")
-        if (self.high is None) != (self.above is None):
-            raise ValueError("give `above` exactly when `high` is given")
-        if self.low is not None and self.high is not None and self.low >= self.high:
-            raise ValueError("low must be below high")
-        for phrase in (self.below, self.above):
-            if phrase is not None and ("{" in phrase or "}" in phrase):
-                raise ValueError(f"{phrase!r}: the phrase replaces the figure, it shows none")
+    def _a_bound_or_a_text(self) -> ReasonBand:
+        if self.below is None and self.text is None:
+            raise ValueError("a band needs a bound (`below`), a `text` or both")
+        if self.below is not None and math.isnan(self.below):
+            raise ValueError("`below` must be a number, not NaN")
+        if self.text is not None and (problem := _format_problem(self.text)) is not None:
+            raise ValueError(f"text {self.text!r}: {problem}")
         return self
-
-
-REASON_KEYS = ("value", "exp", "pct")
 
 
 class FeatureSpec(_Strict):
@@ -87,11 +105,14 @@ class FeatureSpec(_Strict):
         "over {value} (the feature; text for categoricals), {exp} (e^value - 1, for log "
         "features) and {pct} (100 x value), e.g. 'holds {value:.0f} product lines'",
     )
-    reason_range: ReasonRange | None = Field(
-        default=None,
-        description="where the figure the reason prints is believable, and what the reason "
-        "says outside it (e.g. {high: 9, above: 'assets are far from the next tier'} for "
-        "'assets must grow {exp:,.0%} to reach the next tier'); for a phrase with one key",
+    reason_bands: list[ReasonBand] = Field(
+        default_factory=list,
+        description="the reason by what the figure means: bands in rising order of their "
+        "bound, each the figures from the previous band's bound (inclusive) to its `below` "
+        "(exclusive), read in its own words (e.g. 'transactions last month under a quarter "
+        "of the 12-month average'); figures past the last bound read `reason`. Also where a "
+        "figure stops being believable (assets must grow more than tenfold). For a numeric "
+        "reason showing one figure; bounds in that figure's units",
     )
     group: Name | None = Field(
         default=None,
@@ -113,12 +134,45 @@ class FeatureSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _range_fits_the_reason(self) -> FeatureSpec:
-        if self.reason_range is not None and self.reason_figure is None:
+    def _bands_fit_the_reason(self) -> FeatureSpec:
+        bands = self.reason_bands
+        if not bands:
+            return self
+        if self.reason_figure is None:
             raise ValueError(
-                "reason_range needs a numeric reason showing one figure: {value}, {exp} or {pct}"
+                "reason_bands needs a numeric reason showing one figure: {value}, {exp} or "
+                "{pct} (the bands' bounds are in its units)"
             )
+        if (problem := _format_problem(self.reason or "")) is not None:
+            raise ValueError(f"reason {self.reason!r}: {problem}")
+        for i, band in enumerate(bands[:-1]):
+            if band.below is None:
+                raise ValueError(
+                    f"reason_bands[{i}] has no bound (`below`): only the last band may "
+                    "leave it out (it runs to +infinity)"
+                )
+        bounds = [b.below for b in bands if b.below is not None]
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            if not a < b:
+                raise ValueError(
+                    f"reason_bands must be in rising order of `below`: band {i + 1} "
+                    f"(below {b:g}) follows a band below {a:g}; a figure takes the first "
+                    "band whose bound it is under"
+                )
+        if all(b.text is None for b in bands):
+            raise ValueError("reason_bands: every band reads the plain reason; give a text")
         return self
+
+    def reason_band_table(self) -> tuple[list[float], list[str]]:
+        """(bounds, templates): a figure f reads templates[i] for i the number of bounds
+        <= f (`bisect_right`, `np.searchsorted(..., side="right")`); one more template than
+        bounds, the last for figures past every bound."""
+        reason = self.reason or ""
+        bounds = [b.below for b in self.reason_bands if b.below is not None]
+        texts = [b.text or reason for b in self.reason_bands]
+        if len(texts) == len(bounds):  # the last band has a bound: the reason reads on
+            texts.append(reason)
+        return bounds, texts
 
     @property
     def reason_figure(self) -> str | None:

@@ -9,17 +9,20 @@ string over {value}, {exp} (e^value - 1) and {pct} (100 x value); the hint (mode
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import string
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from bookpulse.model.core import reason_phrase
 from bookpulse.specs import (
     FeatureSpec,
     SpecError,
+    features_dir,
     load_feature_catalog,
     load_model_spec,
     load_model_specs,
@@ -117,7 +120,9 @@ def test_reason_phrases_read_as_intended() -> None:
         return reason_phrase(by_name[name], value)
 
     assert say("products_held", 2) == "holds 2 product lines"
-    assert say("aum_log", math.log1p(50_000)) == "assets here of CNY 50,000"
+    assert say("aum_log", math.log1p(50_000)) == (
+        "assets here of CNY 50,000, at the low end of the mid tier"
+    )
     assert say("share_of_wallet", 0.1) == "10% of the household's wealth is with us"
     assert say("tier", "high end") == "in the high end tier"
     assert say("aum_chg_3m", math.log(0.5)) == "assets changed -50% over 3 months"
@@ -163,3 +168,84 @@ def test_a_hint_for_an_unused_feature_is_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match="dist_next_tier_pct"):
         load_model_spec("churn", d)
+
+
+# --- reason_bands: refused with a message that says what to fix -----------------------------
+
+BASE = {
+    "name": "x_log",
+    "dtype": "float32",
+    "window_months": 1,
+    "source": "snapshots",
+    "description": "a feature for the test",
+    "reason": "assets here of CNY {exp:,.0f}",
+}
+
+
+def test_well_formed_bands_are_read() -> None:
+    spec = FeatureSpec.model_validate(
+        {
+            **BASE,
+            "reason_bands": [
+                {"below": 100, "text": "assets here are close to nothing"},
+                {"below": 10_000},
+                {"text": "assets here of CNY {exp:,.0f}, a large balance"},
+            ],
+        }
+    )
+    assert spec.reason_figure == "exp"
+    bounds, texts = spec.reason_band_table()
+    assert bounds == [100, 10_000]
+    assert texts[1] == BASE["reason"] and len(texts) == 3
+    # a last band with a bound: the plain reason reads on past it
+    spec = FeatureSpec.model_validate(
+        {**BASE, "reason_bands": [{"below": 100, "text": "a tiny sum"}]}
+    )
+    assert spec.reason_band_table() == ([100], ["a tiny sum", BASE["reason"]])
+
+
+@pytest.mark.parametrize(
+    ("bands", "message"),
+    [
+        (
+            [{"below": 10_000, "text": "a small one"}, {"below": 100, "text": "close to none"}],
+            "rising order of `below`",
+        ),
+        ([{"below": 5, "text": "a small one"}, {"below": 5, "text": "another"}], "rising order"),
+        ([{"text": "any amount"}, {"below": 100, "text": "close to none"}], "only the last band"),
+        ([{"below": 100}], "every band reads the plain reason"),
+        ([{}], "a bound"),
+        ([{"below": 100, "text": "under CNY {}"}], "positional"),
+        ([{"below": 100, "text": "under CNY {amount}"}], "unknown keys"),
+        ([{"below": 100, "text": "under CNY {exp:,.0q}"}], "does not format a number"),
+        ([{"below": float("nan"), "text": "under CNY 100"}], "not NaN"),
+    ],
+)
+def test_malformed_bands_are_refused_with_a_clear_message(bands, message) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        FeatureSpec.model_validate({**BASE, "reason_bands": bands})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"dtype": "category", "reason": "in the {value} tier"}, {"reason": "a|b"}, {"reason": None}],
+)
+def test_bands_need_a_reason_showing_one_figure(other) -> None:
+    with pytest.raises(ValidationError, match="reason_bands needs a numeric reason"):
+        FeatureSpec.model_validate(
+            {**BASE, **other, "reason_bands": [{"below": 1, "text": "too little"}]}
+        )
+
+
+def test_a_catalog_file_with_unordered_bands_is_refused_naming_it(tmp_path: Path) -> None:
+    d = tmp_path / "features"
+    shutil.copytree(features_dir(), d)
+    path = d / "balances.yaml"
+    data = yaml.safe_load(path.read_text())
+    aum = next(f for f in data["features"] if f["name"] == "aum_log")
+    aum["reason_bands"] = list(reversed(aum["reason_bands"][:-1]))
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as err:
+        load_feature_catalog(d)
+    text = str(err.value)
+    assert "balances.yaml" in text and "rising order of `below`" in text
