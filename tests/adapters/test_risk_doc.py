@@ -272,7 +272,7 @@ def test_a_run_logged_before_the_pack_grew_still_renders() -> None:
     assert "data:image/png" not in page and page.count("not logged by this run") >= 6
 
 
-def test_the_monitoring_plan_names_the_early_read_when_the_monitor_has_one() -> None:
+def test_the_monitoring_plan_names_the_early_read_and_the_weak_spot_rule() -> None:
     facts = copy.deepcopy(_facts())
     facts["monitoring"]["early"] = {
         "oe_z": 3.0,
@@ -284,9 +284,11 @@ def test_the_monitoring_plan_names_the_early_read_when_the_monitor_has_one() -> 
     plan = risk_doc.to_markdown(facts).split("## 10. Ongoing monitoring plan")[1]
     assert "early outcome read" in plan and "|z\\| >= 3.0 and O/E is outside 1 +/- 20%" in plan
     assert "expected AUC is under 0.762" in plan and "blind to concept drift" in plan
-    facts["monitoring"]["early"] = None
+    live = risk_doc.monitoring_thresholds()  # what this build's monitor and review apply
+    assert live["early"]["oe_z"] == 3.0 and live["slices"]["listing_band"] == (0.8, 1.25)
+    facts["monitoring"] = live
     plan = risk_doc.to_markdown(facts).split("## 10. Ongoing monitoring plan")[1]
-    assert "early outcome read" not in plan and "are not part of this build's monitor" in plan
+    assert "weak spots (by tier" in plan and "Benjamini-Hochberg at 5%" in plan
 
 
 def test_a_version_never_promoted_says_so() -> None:

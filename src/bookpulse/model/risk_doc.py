@@ -60,12 +60,8 @@ SECTIONS = (
 def monitoring_thresholds() -> dict:
     """The thresholds the monitor (drift), the early outcome read and the review (realised
     outcomes) apply to every champion, as the code holds them."""
-    from bookpulse.model import drift, realised
+    from bookpulse.model import drift, early, realised, slices
 
-    try:  # the early outcome read, where this build's monitor has it
-        from bookpulse.model import early
-    except ImportError:
-        early = None
     return {
         "drift": {
             "watch": drift.WATCH,
@@ -82,14 +78,18 @@ def monitoring_thresholds() -> dict:
             "oe_band": realised.OE_BAND,
             "oe_z": realised.OE_Z,
         },
-        "early": None
-        if early is None
-        else {
+        "early": {
             "oe_z": early.OE_Z,
             "oe_band": early.OE_BAND,
             "auc_drop": early.AUC_DROP,
             "timing_windows": early.TIMING_WINDOWS,
             "cbpe_note": early.CBPE_NOTE,
+        },
+        "slices": {
+            "family_alpha": slices.FAMILY_ALPHA,
+            "oe_band": slices.OE_BAND,
+            "auc_drop": slices.AUC_DROP,
+            "listing_band": slices.LISTING_BAND,
         },
     }
 
@@ -923,6 +923,21 @@ def _monitoring(f: dict) -> list[Block]:
             f"the largest test-month departure) and |z| >= {r.get('oe_z')}",
         ],
     ]
+    sl = mon.get("slices")
+    if sl:
+        low, high = sl.get("listing_band", (0.8, 1.25))
+        rows.append(
+            [
+                f"when the {horizon} outcome window closes, `bookpulse review`",
+                "weak spots (by tier, age band, segment and region) and fairness (by gender and "
+                "age band, with the list's listing rate)",
+                f"a group flagged when its O/E is off 1 by more than {sl.get('oe_band', 0):.0%} "
+                "(fairness: off the book's own O/E), its AUC "
+                f"{sl.get('auc_drop')} under the book's, or its listing rate outside "
+                f"{low}-{high}x the rest's, each beyond chance (Benjamini-Hochberg at "
+                f"{sl.get('family_alpha', 0.05):.0%} over the table's tests)",
+            ]
+        )
     blocks: list[Block] = [
         (
             "p",
@@ -933,25 +948,15 @@ def _monitoring(f: dict) -> list[Block]:
         ),
         Table(["when", "what", "threshold for this model"], rows),
     ]
-    if not early:
-        blocks.append(
-            (
-                "p",
-                "Early outcome reads (events so far in scored months whose window is still "
-                "open, against what the calibrated probabilities expect for the time elapsed) "
-                "are not part of this build's monitor.",
-            )
+    blocks.append(
+        (
+            "p",
+            "The early read sees a change in the level of outcomes (a shock) within a "
+            "month or two, long before the review; the label-free estimate sees only a "
+            "change in who is in the book, never a change in how features relate to the "
+            "outcome.",
         )
-    else:
-        blocks.append(
-            (
-                "p",
-                "The early read sees a change in the level of outcomes (a shock) within a "
-                "month or two, long before the review; the label-free estimate sees only a "
-                "change in who is in the book, never a change in how features relate to the "
-                "outcome.",
-            )
-        )
+    )
     blocks.append(
         (
             "ul",
