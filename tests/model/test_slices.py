@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
 
 from bookpulse.model.slices import (
     count_p_value,
@@ -147,3 +148,17 @@ def test_fairness_asks_whether_one_group_is_served_worse_than_the_others():
     table = slice_table(y, p, pd.DataFrame({"age_band": band}), against_book=True)
     assert [line.split(":")[0] for line in flagged(table)] == ["age band old"]
     assert "more events than the book" in table.set_index("group").loc["old", "note"]
+
+
+def test_a_narrow_group_ranks_less_well_than_the_book_and_is_no_weak_spot():
+    """Within a tier the scores span a narrow range: any model ranks less well there than
+    across the book. Judged against what its own scores expect, such a tier is not flagged."""
+    rng = np.random.default_rng(9)
+    tier = rng.integers(0, 4, 40_000)
+    p = 1 / (1 + np.exp(-(-4.5 + 1.1 * tier + rng.normal(0, 0.35, len(tier)))))
+    y = (rng.random(len(p)) < p).astype(int)
+    table = slice_table(y, p, pd.DataFrame({"tier": tier.astype(str)})).set_index("group")
+    book_auc = float(roc_auc_score(y, p))
+    assert (book_auc - table["auc"] > 0.1).all()  # every tier far under the book ...
+    assert not table["flag"].any(), flagged(table.reset_index())  # ... as its scores expect
+    assert (table["expected_auc"] - table["auc"]).abs().max() < 0.05

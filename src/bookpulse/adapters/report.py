@@ -367,21 +367,12 @@ def _rates(df: pd.DataFrame, rates: tuple[str, ...]) -> str:
 def _breakdown_html(r: Realised) -> list[str]:
     """A reviewed model's weak spots and fairness tables, flagged groups named first."""
     out = []
+    on = ", ".join(r.listed_on)
     titles = {
-        "slices": (
-            "weak spots by group",
-            "AUC and observed/expected (O/E) by tier, age band, segment and region. A group is "
-            "flagged when it departs from the rest of the book (O/E by more than 20% against "
-            "the book's own O/E, or AUC 0.05 under the book's) beyond noise, after Holm's "
-            "correction for the number of groups (5% chance of any false flag per table).",
-        ),
+        "slices": ("weak spots by group", breakdown.rule("slices")),
         "fairness": (
             "fairness by gender and age band",
-            "Listed: the share of the group on "
-            + (", ".join(r.listed_on) or "no list")
-            + "; events listed: the share of its events on it. Flagged when its O/E or listing "
-            "rate departs from the rest beyond noise (Holm, 5%) and materially (O/E by 20%, "
-            "listing rate outside 0.8-1.25x, the four-fifths rule).",
+            breakdown.rule("fairness", f"the share of the group on {on or 'no list'}"),
         ),
     }
     for attr, (title, rule) in titles.items():

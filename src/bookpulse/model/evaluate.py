@@ -389,18 +389,12 @@ def _breakdown_sections(slices: dict[str, pd.DataFrame]) -> list[str]:
     from bookpulse.model import slices as breakdown
 
     titles = {
-        "slices": (
-            "Weak spots (test window, by group)",
-            "AUC and observed/expected (O/E) of each group; flagged when the group departs from "
-            "the rest of the book by more than 20% in O/E or 0.05 in AUC and beyond noise "
-            "(Holm's correction over the table's tests, 5% family-wise).",
-        ),
+        "slices": ("Weak spots (test window, by group)", breakdown.rule("slices")),
         "fairness": (
             "Fairness (test window, by gender and age band)",
-            "Listed: the share of the group in the top tenth of its month's scores (a list's "
-            "usual depth); events listed: the share of its events there. Flagged when its O/E "
-            "or listing rate departs from the rest beyond noise (Holm, 5%) and materially "
-            "(O/E by 20%, listing rate outside 0.8-1.25x, the four-fifths rule).",
+            breakdown.rule(
+                "fairness", "the share of the group in the top tenth of its month's scores"
+            ),
         ),
     }
     lines = []
