@@ -204,41 +204,6 @@ _walk_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_walk_trees_p
 _walk_serial = numba.njit(nogil=True)(_walk_trees_py)  # (a second cached copy would clash)
 
 
-def _top_k_py(credit, k):
-    """Indices of the k largest |credit| per row, largest first (ties: lower index first)."""
-    n, f = credit.shape
-    out = np.empty((n, k), dtype=np.int32)
-    for i in numba.prange(n):
-        for j in range(k):
-            best = -1
-            best_abs = -1.0
-            for c in range(f):
-                taken = False
-                for q in range(j):
-                    if out[i, q] == c:
-                        taken = True
-                        break
-                if taken:
-                    continue
-                a = abs(credit[i, c])
-                if a > best_abs:
-                    best_abs = a
-                    best = c
-            out[i, j] = best
-    return out
-
-
-_top_k_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_top_k_py)
-_top_k_serial = numba.njit(nogil=True)(_top_k_py)
-
-
-def top_k(credit: np.ndarray, k: int = 3) -> np.ndarray:
-    """Column indices of each row's k largest credits in absolute value, largest first."""
-    k = min(k, credit.shape[1])
-    pick = _top_k_parallel if len(credit) >= PARALLEL_ROWS else _top_k_serial
-    return pick(np.ascontiguousarray(credit), k)
-
-
 def _top_k_grouped_py(credit, group, k):
     """Each row's k reasons, each from a feature group not yet used while one has credit.
 
@@ -293,6 +258,12 @@ def top_k_grouped(credit: np.ndarray, group: np.ndarray, k: int = 3) -> np.ndarr
         raise ValueError(f"expected a group for each of {credit.shape[1]} columns")
     pick = _top_k_grouped_parallel if len(credit) >= PARALLEL_ROWS else _top_k_grouped_serial
     return pick(np.ascontiguousarray(credit), group, k)
+
+
+def top_k(credit: np.ndarray, k: int = 3) -> np.ndarray:
+    """Column indices of each row's k largest credits in absolute value, largest first (ties:
+    lower index first): `top_k_grouped` with every column a group of its own."""
+    return top_k_grouped(credit, np.arange(credit.shape[1]), k)
 
 
 def agreement(top_fast: np.ndarray, top_exact: np.ndarray) -> dict[str, float]:

@@ -243,14 +243,17 @@ def _oneline(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _horizon(target: dict, months: str, days: str) -> str:
+    """The outcome window's length, in months or days as the target has it."""
+    if target.get("horizon_months"):
+        return f"{target['horizon_months']}{months}"
+    return f"{target.get('horizon_days', '-')}{days}"
+
+
 def _purpose(f: dict) -> list[Block]:
     spec = f.get("spec", {})
     t = spec.get("target", {})
-    horizon = (
-        f"{t['horizon_months']} months after month-end T"
-        if t.get("horizon_months")
-        else f"{t.get('horizon_days', '-')} days after month-end T"
-    )
+    horizon = f"{_horizon(t, ' months', ' days')} after month-end T"
     scored = t.get("scored") or {}
     rules = []
     if scored.get("exclude_tiers"):
@@ -850,11 +853,7 @@ def _monitoring(f: dict) -> list[Block]:
     d, r, early = mon.get("drift", {}), mon.get("realised", {}), mon.get("early")
     spec = f.get("spec", {})
     t = spec.get("target", {})
-    horizon = (
-        f"{t['horizon_months']}-month"
-        if t.get("horizon_months")
-        else f"{t.get('horizon_days', '-')}-day"
-    )
+    horizon = _horizon(t, "-month", "-day")
     auc = _metric(f, "auc")
     usual = _metric(f, "oe_month_max_dev")
     band = max(r.get("oe_band", 0.2), usual if math.isfinite(usual) else 0.0)
