@@ -329,15 +329,62 @@ def train_table_command(
         list[str] | None, typer.Option(help="A column to leave out (repeat for more).")
     ] = None,
     threads: Annotated[int, typer.Option(min=0, help="LightGBM threads (0: all cores).")] = 0,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's name: registered as bookpulse-table-<name> [default: the file's "
+            "name, lower case]. Retrain under the same name to make a new challenger."
+        ),
+    ] = None,
 ) -> None:
-    """Train the bookpulse recipe on any flat extract and log the validation pack to MLflow
-    (experiment bookpulse-table-<file name>). Strings become categoricals; identifier-like
-    columns are left out with a notice; the split is out of time with --time-col, otherwise
-    stratified."""
+    """Train the bookpulse recipe on any flat extract, log the validation pack to MLflow
+    (experiment bookpulse-table-<name>) and register the model with the alias challenger
+    (`bookpulse promote <name>`, then `bookpulse score-table <name> FILE --out OUT`). Strings
+    become categoricals; identifier-like columns are left out with a notice; the split is out
+    of time with --time-col, otherwise stratified."""
     from bookpulse.jobs.train_table import TableRequest, train_table
 
-    request = TableRequest(_home(), file, target, positive, time_col, tuple(drop or ()), threads)
-    show.table_result(run(train_table, request, status=f"training on {file}"))
+    request = TableRequest(
+        _home(), file, target, positive, time_col, tuple(drop or ()), threads, name=name
+    )
+    result = run(train_table, request, status=f"training on {file}")
+    show.table_result(result)
+    show.table_registered(result)
+
+
+@app.command("score-table")
+def score_table_command(
+    model: Annotated[
+        str, typer.Argument(help="A table model's name (as `bookpulse train-table` named it).")
+    ],
+    file: Annotated[
+        Path, typer.Argument(help="A CSV or Parquet extract with the columns it was trained on.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the scores: a .csv or .parquet file, written whole or not at "
+            "all (an existing file is replaced only by a complete one)."
+        ),
+    ],
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column of the extract to copy beside the scores (repeat for more) "
+            "[default: the columns training left out that the extract has, e.g. identifiers]."
+        ),
+    ] = None,
+) -> None:
+    """Score an extract with the champion of a table model: for each row its probability,
+    percentile and decile within the extract, and the top 3 reasons (feature, direction,
+    contribution, and a sentence such as "Balance = 1200 lowers the score"). The extract is
+    checked against the training schema before any work: missing columns and values that
+    cannot be read as trained are refused, all in one message; extra columns are ignored and
+    category levels not seen in training are scored as unseen, both noted."""
+    from bookpulse.jobs.table_model import ScoreTableRequest, score_table
+
+    request = ScoreTableRequest(_home(), model, file, out, tuple(keep) if keep else None)
+    show.table_scored(run(score_table, request, status=f"scoring {file}"))
 
 
 # --- the month --------------------------------------------------------------------------

@@ -214,6 +214,9 @@ def decisions(found) -> None:
             d.reason,
         )
     console.print(table)
+    for d in found:
+        if d.rows_from:  # a flat-table model: which rows both versions were scored on
+            console.print(f"{d.model}: judged on {d.rows_from}", soft_wrap=True)
 
 
 def history(model: str, found) -> None:
@@ -278,6 +281,26 @@ def table_result(r) -> None:
         + f"\n  test AUC {m['auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, KS {m['ks']:.3f}, "
         f"calibration error {m['ece']:.3f}, lift top 10% {m['lift_top10']:.1f}x; "
         f"MLflow run {r.run_id}"
+    )
+
+
+def table_registered(r) -> None:
+    if r.version:
+        console.print(
+            f"registered [green]{r.registered_name}[/] version {r.version} (challenger): "
+            f"`bookpulse promote {r.name}` to judge it against the gates and the champion"
+        )
+
+
+def table_scored(r) -> None:
+    for note in r.notes:
+        console.print(f"[yellow]note[/] {note}", soft_wrap=True)
+    kept = f"; copied {', '.join(r.kept)}" if r.kept else ""
+    console.print(
+        f"[green]scored[/] {r.rows:,} rows with {r.registered_name} version {r.version} "
+        f"(champion): mean probability {r.mean_probability:.3f}, top decile "
+        f"{r.top_decile_probability:.3f}{kept}\n  wrote {r.out} in {r.seconds:.1f} s",
+        soft_wrap=True,
     )
 
 

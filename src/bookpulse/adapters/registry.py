@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
@@ -25,7 +26,7 @@ from bookpulse.model.core import Champion
 from bookpulse.model.dataset import split_months, training_set
 from bookpulse.model.evaluate import calibration_metrics, delong_paired
 from bookpulse.model.fit import ScoringModel
-from bookpulse.specs import ModelSpec, UpliftSpec
+from bookpulse.specs import GateSpec, ModelSpec, UpliftSpec
 
 PROMOTIONS_EXPERIMENT = "bookpulse-promotions"
 
@@ -48,6 +49,7 @@ class Decision:
     reason: str = ""
     verdict: str = ""  # challenger against champion on the same rows (DeLong): see PairedAUC
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    rows_from: str = ""  # which rows both versions were scored on, when not a book's window
 
 
 def _version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -55,6 +57,11 @@ def _version(client: MlflowClient, name: str, alias: str) -> str | None:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version of registered model `name` that holds `alias`, or None."""
+    return _version(MlflowClient(), name, alias)
 
 
 def has_challenger(name: str) -> bool:
@@ -125,6 +132,7 @@ def _record(home: Path, decision: Decision) -> None:
                 "reason": decision.reason[:5000],
                 "decided_at": decision.time,
                 "verdict": decision.verdict,
+                "rows_from": decision.rows_from,
                 **tracking.who(),
             }
         )
@@ -148,18 +156,7 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     champion = _version(client, name, tracking.CHAMPION)
     window = split_months(spec, io.read_meta(book)["months"])["test"]
     if challenger == champion:
-        decision = Decision(
-            spec.name,
-            "promote",
-            "unchanged",
-            challenger,
-            champion,
-            champion,
-            window,
-            reason="the challenger is already the champion",
-        )
-        _record(home, decision)
-        return decision
+        return unchanged(home, spec.name, challenger, window)
     for version in filter(None, (challenger, champion)):
         _check_out_of_time(client, name, version, window)
     new_model = load_scoring_model(name, challenger)
@@ -168,22 +165,72 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
     # others than the champion's)
     wanted = list(dict.fromkeys([*new_model.features, *(old_model.features if old_model else [])]))
     frame = training_set(book, spec.model_copy(update={"features": wanted}), window)
-    label = spec.target.label
-    y = frame[label].to_numpy()
-    p_new = new_model.predict(frame)
+    y = frame[spec.target.label].to_numpy()
+    p_old = old_model.predict(frame) if old_model is not None else None
+    decision = judge(
+        home,
+        spec.name,
+        name,
+        challenger,
+        champion,
+        window,
+        y,
+        new_model.predict(frame),
+        p_old,
+        spec.gates,
+    )
+    if decision.outcome == "promoted":
+        _document(spec, challenger)
+    return decision
+
+
+def unchanged(home: Path, model: str, challenger: str, window: list[str]) -> Decision:
+    """The challenger is already the champion: nothing moves; recorded."""
+    decision = Decision(
+        model,
+        "promote",
+        "unchanged",
+        challenger,
+        challenger,
+        challenger,
+        window,
+        reason="the challenger is already the champion",
+    )
+    _record(home, decision)
+    return decision
+
+
+def judge(
+    home: Path,
+    model: str,
+    name: str,
+    challenger: str,
+    champion: str | None,
+    window: list[str],
+    y: np.ndarray,
+    p_new: np.ndarray,
+    p_old: np.ndarray | None,
+    gates: GateSpec,
+    rows_from: str = "",
+    note: str = "",
+) -> Decision:
+    """The promotion gates on one set of rows, the same for every scoring model (book or flat
+    table): the challenger's AUC and calibration excess over noise against `gates`, and, when
+    there is a champion (`p_old`, its probabilities on the same rows `y`), DeLong's paired test
+    of the difference against the margin. Moves the alias only when every gate passes; the
+    decision is recorded either way (`rows_from` says which rows when not a book's window;
+    `note` is added to the reason)."""
     metrics = {f"challenger_{k}": v for k, v in _score(p_new, y).items()}
-    gates = {
-        "min_auc": metrics["challenger_auc"] >= spec.gates.min_auc,
-        "max_calibration_error": metrics["challenger_ece_excess"]
-        <= spec.gates.max_calibration_error,
+    passed = {
+        "min_auc": metrics["challenger_auc"] >= gates.min_auc,
+        "max_calibration_error": metrics["challenger_ece_excess"] <= gates.max_calibration_error,
     }
     verdict = ""
-    if old_model is not None:
-        p_old = old_model.predict(frame)
+    if p_old is not None:
         metrics.update({f"champion_{k}": v for k, v in _score(p_old, y).items()})
         # the same rows, paired: DeLong's test of challenger minus champion
         paired = delong_paired(y, p_old, p_new)
-        verdict = paired.verdict(spec.gates.max_auc_drop)
+        verdict = paired.verdict(gates.max_auc_drop)
         metrics.update(
             {
                 "auc_diff": paired.diff,
@@ -194,15 +241,23 @@ def promote(home: Path, book: Path, spec: ModelSpec) -> Decision:
                 "auc_diff_high": paired.high,
             }
         )
-        gates["not_worse"] = verdict in ("better", "equivalent", "not worse")
-    metrics["rows"] = float(len(frame))
-    failed = "; ".join(_explain(g, metrics, spec, verdict) for g, ok in gates.items() if not ok)
-    decision = _decide(
-        home, spec.name, name, challenger, champion, window, metrics, gates, failed, verdict
+        passed["not_worse"] = verdict in ("better", "equivalent", "not worse")
+    metrics["rows"] = float(len(y))
+    failed = "; ".join(_explain(g, metrics, gates, verdict) for g, ok in passed.items() if not ok)
+    return _decide(
+        home,
+        model,
+        name,
+        challenger,
+        champion,
+        window,
+        metrics,
+        passed,
+        failed,
+        verdict,
+        rows_from,
+        note,
     )
-    if decision.outcome == "promoted":
-        _document(spec, challenger)
-    return decision
 
 
 def _document(spec: ModelSpec, version: str) -> None:
@@ -228,9 +283,12 @@ def _decide(
     gates: dict[str, bool],
     failed: str,
     verdict: str = "",
+    rows_from: str = "",
+    note: str = "",
 ) -> Decision:
     """Move the champion alias to the challenger when no gate `failed` (the reasons, joined),
     and record the decision either way."""
+    tail = f"; note: {note}" if note else ""
     if failed:
         decision = Decision(
             model,
@@ -242,8 +300,9 @@ def _decide(
             window,
             metrics,
             gates,
-            failed,
+            failed + tail,
             verdict,
+            rows_from=rows_from,
         )
     else:
         client = MlflowClient()
@@ -259,8 +318,9 @@ def _decide(
             window,
             metrics,
             gates,
-            "all gates passed" + (f"; against the champion: {verdict}" if verdict else ""),
+            "all gates passed" + (f"; against the champion: {verdict}" if verdict else "") + tail,
             verdict,
+            rows_from=rows_from,
         )
     _record(home, decision)
     return decision
@@ -282,18 +342,7 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
     test = run.data.params.get("window.test", "")
     window = test.split("..") if test else []
     if challenger == champion:
-        decision = Decision(
-            spec.name,
-            "promote",
-            "unchanged",
-            challenger,
-            champion,
-            champion,
-            window,
-            reason="the challenger is already the champion",
-        )
-        _record(home, decision)
-        return decision
+        return unchanged(home, spec.name, challenger, window)
     m = run.data.metrics
     metrics = {
         "challenger_qini": float(m.get("qini", float("nan"))),
@@ -320,8 +369,7 @@ def promote_uplift(home: Path, spec: UpliftSpec) -> Decision:
     return _decide(home, spec.name, name, challenger, champion, window, metrics, gates, failed)
 
 
-def _explain(gate: str, m: dict[str, float], spec: ModelSpec, verdict: str = "") -> str:
-    g = spec.gates
+def _explain(gate: str, m: dict[str, float], g: GateSpec, verdict: str = "") -> str:
     if gate == "min_auc":
         return f"AUC {m['challenger_auc']:.3f} below the minimum {g.min_auc}"
     if gate == "max_calibration_error":
@@ -329,8 +377,9 @@ def _explain(gate: str, m: dict[str, float], spec: ModelSpec, verdict: str = "")
             f"calibration error {m['challenger_ece']:.3f} exceeds its sampling noise "
             f"{m['challenger_ece_noise']:.3f} by more than {g.max_calibration_error}"
         )
+    against = "than" if verdict == "worse" else "against"
     return (
-        f"{verdict} than the champion on the same rows: AUC {m['challenger_auc']:.3f} against "
+        f"{verdict} {against} the champion on the same rows: AUC {m['challenger_auc']:.3f} against "
         f"{m['champion_auc']:.3f}, difference {m['auc_diff']:+.4f} (95% interval "
         f"{m['auc_diff_low']:+.4f} to {m['auc_diff_high']:+.4f}, DeLong p {m['auc_diff_p']:.3g})"
         f", which cannot rule out trailing by more than the margin {g.max_auc_drop}"
@@ -366,6 +415,7 @@ def history(model: str) -> list[Decision]:
                 reason=t.get("reason", ""),
                 verdict=t.get("verdict", ""),
                 time=t.get("decided_at", ""),
+                rows_from=t.get("rows_from", ""),
             )
         )
     return out
@@ -373,13 +423,20 @@ def history(model: str) -> list[Decision]:
 
 def rollback(home: Path, spec: ModelSpec | UpliftSpec) -> Decision:
     """Move the champion alias back to the champion before the current one, and record it."""
+    decision = roll_back(home, spec.name, spec.registered_name)
+    if isinstance(spec, ModelSpec):
+        _document(spec, decision.champion_after)
+    return decision
+
+
+def roll_back(home: Path, model: str, name: str) -> Decision:
+    """`rollback` of the registered model `name`, whose decisions are recorded as `model`."""
     client = MlflowClient()
-    name = spec.registered_name
     current = _version(client, name, tracking.CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")
     previous = None
-    for d in history(spec.name):
+    for d in history(model):
         if d.outcome == "promoted" and d.champion_after == current:
             previous = d.champion_before
             break
@@ -393,11 +450,9 @@ def rollback(home: Path, spec: ModelSpec | UpliftSpec) -> Decision:
         client.delete_registered_model_alias(name, tracking.CHALLENGER)
         reason += f"; version {current} is no longer the challenger"
     decision = Decision(
-        spec.name, "rollback", "rolled_back", None, current, previous, [], reason=reason
+        model, "rollback", "rolled_back", None, current, previous, [], reason=reason
     )
     _record(home, decision)
-    if isinstance(spec, ModelSpec):
-        _document(spec, previous)
     return decision
 
 

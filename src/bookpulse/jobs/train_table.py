@@ -58,6 +58,8 @@ class TableResult:
     excluded: dict[str, str]
     rows: dict[str, int]
     metrics: dict[str, float]
+    registered_name: str = ""
+    version: str = ""  # registered with the alias challenger
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -176,6 +178,7 @@ class TableRequest:
     time_col: str | None = None
     drop: tuple[str, ...] = ()
     threads: int = 0
+    name: str | None = None  # the model's name (default: the file's stem), normalised
 
 
 def train_table(request: TableRequest) -> TableResult:
@@ -205,7 +208,7 @@ def train_table(request: TableRequest) -> TableResult:
     frame[LABEL] = y
     parts_idx, times = split(df, y, time_col)
     parts = {k: frame.iloc[v] for k, v in parts_idx.items()}
-    name = re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "table"
+    name = re.sub(r"[^a-z0-9_]+", "_", (request.name or path.stem).lower()).strip("_") or "table"
     model = fit_frames(
         name,
         features,
@@ -263,6 +266,18 @@ def train_table(request: TableRequest) -> TableResult:
             ev.gains.to_csv(out / "gains_by_decile.csv", index=False)
             (out / tracking.MODEL_FILE).write_text(model.to_json())
             mlflow.log_artifacts(str(out), artifact_path="validation")
+        from bookpulse.jobs.table_model import register_table_model
+
+        version = register_table_model(
+            request, name, df, frame, parts_idx, times, model, ev.metrics, excluded
+        )
     return TableResult(
-        name, run.info.run_id, features, excluded, {k: len(v) for k, v in parts.items()}, ev.metrics
+        name,
+        run.info.run_id,
+        features,
+        excluded,
+        {k: len(v) for k, v in parts.items()},
+        ev.metrics,
+        f"bookpulse-table-{name}",
+        version,
     )

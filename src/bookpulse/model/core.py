@@ -191,11 +191,20 @@ def explain(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(calibrated probability, credits in calibrated log-odds, reason columns) for the model
     matrix `X`: the one numeric path every scorer takes."""
-    raw, credit = champion.paths.score(X)
-    a, b = champion.model.calibration
+    return attribute(champion.model, champion.paths, X, champion.reason_groups(catalog))
+
+
+def attribute(
+    model: ScoringModel, paths: PathAttribution, X: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`explain` for any fitted model (a book model's or a flat table's): the path
+    attributions of `paths` (the model's booster), scaled into calibrated log-odds, and the
+    top reasons by `groups` (a code per feature; all different: the plain top 3)."""
+    raw, credit = paths.score(X)
+    a, b = model.calibration
     margin = np.clip(raw, -_LOGIT_CAP, _LOGIT_CAP)  # as ScoringModel.calibrate clips
     credit *= a
-    top = top_k_grouped(credit, champion.reason_groups(catalog), REASONS)  # `pick_reasons`
+    top = top_k_grouped(credit, groups, REASONS)  # `pick_reasons`
     return expit(a * margin + b), credit, top
 
 
