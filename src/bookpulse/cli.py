@@ -67,6 +67,8 @@ def _quiet_mlflow() -> None:
     import warnings
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # MLflow sets its loggers' level from this when imported (jobs import it when they need it)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
 
@@ -74,14 +76,28 @@ def _quiet_mlflow() -> None:
 @contextmanager
 def _errors():
     """The one place errors become messages (exit 2)."""
-    from lightgbm.basic import LightGBMError
-    from mlflow.exceptions import MlflowException
-
     try:
         yield
-    except (BookpulseError, MlflowException, LightGBMError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (BookpulseError, *_tool_errors())):
+            raise
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+def _tool_errors() -> tuple[type[Exception], ...]:
+    """MLflow's and LightGBM's errors, from those of them the job imported (one that was not
+    imported raised nothing; importing it only to compare would cost a refusal seconds)."""
+    import sys
+
+    found = []
+    for module, name in (
+        ("mlflow.exceptions", "MlflowException"),
+        ("lightgbm.basic", "LightGBMError"),
+    ):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 def run(job: Callable, *args, status: str | None = None, **kwargs):
@@ -328,24 +344,67 @@ def train_table_command(
     drop: Annotated[
         list[str] | None, typer.Option(help="A column to leave out (repeat for more).")
     ] = None,
-    threads: Annotated[int, typer.Option(min=0, help="LightGBM threads (0: all cores).")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="LightGBM threads (0: one per 50,000 training rows, at least 1, at most the "
+            "cores).",
+        ),
+    ] = 0,
     name: Annotated[
         str | None,
         typer.Option(
-            help="The model's name: registered as bookpulse-table-<name> [default: the file's "
-            "name, lower case]. Retrain under the same name to make a new challenger."
+            help="The model's name: registered as bookpulse-table-<name> (default: the file's "
+            "name, lower case). Retrain under the same name to make a new challenger."
         ),
+    ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column to learn from even if it looks like an identifier or has too many "
+            "text levels (repeat for more)."
+        ),
+    ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The target's window in --time-col periods (e.g. 3 for churn within 3 "
+            "months): horizon - 1 periods are left out between calibration and test.",
+        ),
+    ] = None,
+    sep: Annotated[
+        str | None,
+        typer.Option(help="The CSV's separator, e.g. ';' or '\\t' [default: sniffed]."),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The CSV's encoding, e.g. latin-1 or cp1252 [default: utf-8]."),
     ] = None,
 ) -> None:
     """Train the bookpulse recipe on any flat extract, log the validation pack to MLflow
     (experiment bookpulse-table-<name>) and register the model with the alias challenger
     (`bookpulse promote <name>`, then `bookpulse score-table <name> FILE --out OUT`). Strings
-    become categoricals; identifier-like columns are left out with a notice; the split is out
-    of time with --time-col, otherwise stratified."""
+    become categoricals; identifier-like columns and text with too many levels are left out,
+    and a model too good to be true is flagged as a likely leak, each with a warning; the
+    split is out of time with --time-col (an embargo before the test with --horizon),
+    otherwise stratified. A CSV's separator is sniffed (--sep to give it)."""
     from bookpulse.jobs.train_table import TableRequest, train_table
 
     request = TableRequest(
-        _home(), file, target, positive, time_col, tuple(drop or ()), threads, name=name
+        _home(),
+        file,
+        target,
+        positive,
+        time_col,
+        tuple(drop or ()),
+        threads,
+        name=name,
+        keep=tuple(keep or ()),
+        horizon=horizon,
+        sep=sep,
+        encoding=encoding,
     )
     result = run(train_table, request, status=f"training on {file}")
     show.table_result(result)

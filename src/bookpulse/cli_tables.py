@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from functools import singledispatch
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from bookpulse.jobs import demo as steps
-from bookpulse.model import lists
-from bookpulse.model.slices import flagged as flagged_groups
+if TYPE_CHECKING:  # the demo's step types, for annotations: importing the demo costs every
+    # other command (train-table above all) a third of a second
+    from bookpulse.jobs import demo as steps
 
 console = Console()
 err = Console(stderr=True)
@@ -273,15 +274,25 @@ def runs(model: str, metrics, diff) -> None:
 
 def table_result(r) -> None:
     for col, why in r.excluded.items():
-        console.print(f"[yellow]left out[/] {col}: {why}")
+        console.print(f"[yellow]left out[/] {col}: {why}", soft_wrap=True)
+    if r.embargo:
+        console.print(f"embargo: {r.embargo}", soft_wrap=True)
     m = r.metrics
+    suspect = "leakage" in r.warnings
+    colour = "yellow" if suspect else "green"
     console.print(
-        f"[green]{r.name}[/]: {len(r.features)} features; rows "
+        f"[{colour}]{r.name}[/]: {len(r.features)} features; rows "
         + ", ".join(f"{k} {v:,}" for k, v in r.rows.items())
-        + f"\n  test AUC {m['auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, KS {m['ks']:.3f}, "
+        + f" ({r.threads} LightGBM thread{'s' if r.threads != 1 else ''})"
+        + f"\n  test AUC [{colour}]{m['auc']:.3f}[/], PR-AUC {m['pr_auc']:.3f}, KS {m['ks']:.3f}, "
         f"calibration error {m['ece']:.3f}, lift top 10% {m['lift_top10']:.1f}x; "
-        f"MLflow run {r.run_id}"
+        f"MLflow run {r.run_id}",
+        soft_wrap=True,
     )
+    for kind, message in r.warnings.items():
+        console.print(
+            f"[bold yellow]warning ({kind.replace('_', ' ')}):[/] {message}", soft_wrap=True
+        )
 
 
 def table_registered(r) -> None:
@@ -449,7 +460,7 @@ def reviewed(result) -> None:
     console.print(table)
     for name, r in result.results.items():
         for kind, found in (("weak spot", r.slices), ("fairness", r.fairness)):
-            for line in [] if found is None else flagged_groups(found):
+            for line in [] if found is None else _flagged_groups(found):
                 console.print(f"[yellow]{name} {kind}:[/] {line}")
     if result.caused:
         _caused(report.month, result.caused)
@@ -462,7 +473,15 @@ def reviewed(result) -> None:
     )
 
 
+def _flagged_groups(found) -> list[str]:
+    from bookpulse.model.slices import flagged
+
+    return flagged(found)
+
+
 def _against(month: str, against: dict) -> None:
+    from bookpulse.model import lists
+
     table = Table(title=f"Lists of {month} ranked by risk against by expected value (truth)")
     for col in ("list", "rows", "kept: risk", "value", "ratio", "assets: risk", "value", "ratio"):
         table.add_column(col, justify="left" if col == "list" else "right")
@@ -525,17 +544,29 @@ def _caused(month: str, caused) -> None:
 # --- the demo's steps ------------------------------------------------------------------
 
 
-@singledispatch
+_STEP_PRINTERS: dict[str, Callable] = {}
+
+
+def _prints(func: Callable) -> Callable:
+    """Register a printer for the demo step its annotation names (`s: steps.Name`), by name:
+    the demo module is imported only by the demo."""
+    _STEP_PRINTERS[func.__annotations__["s"].rsplit(".", 1)[-1]] = func
+    return func
+
+
 def step(s) -> None:
-    raise TypeError(f"no printer for {type(s).__name__}")
+    printer = _STEP_PRINTERS.get(type(s).__name__)
+    if printer is None:
+        raise TypeError(f"no printer for {type(s).__name__}")
+    printer(s)
 
 
-@step.register
+@_prints
 def _(s: steps.Working) -> None:
     pass  # the CLI's spinner shows it
 
 
-@step.register
+@_prints
 def _(s: steps.BookReady) -> None:
     if s.reused:
         console.print(f"[green]reusing[/] the demo book at {s.book} (same size, seed and months)")
@@ -549,7 +580,7 @@ def _(s: steps.BookReady) -> None:
     )
 
 
-@step.register
+@_prints
 def _(s: steps.Validated) -> None:
     if s.problems:
         from bookpulse.book.validate import format_problems
@@ -559,51 +590,51 @@ def _(s: steps.Validated) -> None:
         console.print("[green]valid:[/] the book passes every schema and cross-table check")
 
 
-@step.register
+@_prints
 def _(s: steps.Summarised) -> None:
     summary(s.book, s.summary)
 
 
-@step.register
+@_prints
 def _(s: steps.FeaturesBuilt) -> None:
     console.print()
     features(s.month, s.files)
 
 
-@step.register
+@_prints
 def _(s: steps.TrainingSets) -> None:
     training_sets(s.specs, s.sets, s.splits)
 
 
-@step.register
+@_prints
 def _(s: steps.Trained) -> None:
     trained(s.results)
 
 
-@step.register
+@_prints
 def _(s: steps.Promoted) -> None:
     decisions(s.decisions)
     console.print("MLflow runs and the registry: [bold]make ui[/]")
 
 
-@step.register
+@_prints
 def _(s: steps.Stopped) -> None:
     console.print(f"[yellow]{s.why}[/]")
 
 
-@step.register
+@_prints
 def _(s: steps.Scored) -> None:
     console.print()
     scored(s.result)
 
 
-@step.register
+@_prints
 def _(s: steps.Monitored) -> None:
     console.print()
     monitored(s.result)
 
 
-@step.register
+@_prints
 def _(s: steps.Reviewing) -> None:
     console.print(
         f"\n[bold]Review[/]: {s.month} is the earliest month every champion can be judged on "
@@ -611,12 +642,12 @@ def _(s: steps.Reviewing) -> None:
     )
 
 
-@step.register
+@_prints
 def _(s: steps.Reviewed) -> None:
     reviewed(s.result)
 
 
-@step.register
+@_prints
 def _(s: steps.Finished) -> None:
     console.print(
         "\n[bold]The API[/]: start it with [bold]make serve[/] (or bookpulse serve), then:"
