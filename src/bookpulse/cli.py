@@ -426,11 +426,26 @@ def score_table_command(
             "all (an existing file is replaced only by a complete one)."
         ),
     ],
-    keep: Annotated[
+    carry: Annotated[
         list[str] | None,
         typer.Option(
-            help="A column of the extract to copy beside the scores (repeat for more) "
-            "[default: the columns training left out that the extract has, e.g. identifiers]."
+            help="A column of the extract to carry into OUT beside the scores (repeat for "
+            "more). Default: the columns training left out that the extract has, e.g. "
+            "identifiers and dates."
+        ),
+    ] = None,
+    sep: Annotated[
+        str | None,
+        typer.Option(
+            help="The CSV's separator, e.g. ';' or '\\t'. Default: as the training file was "
+            "read when given, else sniffed from the first lines."
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The CSV's encoding, e.g. latin-1. Default: as the training file was read "
+            "when given, else UTF-8."
         ),
     ] = None,
 ) -> None:
@@ -442,7 +457,9 @@ def score_table_command(
     category levels not seen in training are scored as unseen, both noted."""
     from bookpulse.jobs.table_model import ScoreTableRequest, score_table
 
-    request = ScoreTableRequest(_home(), model, file, out, tuple(keep) if keep else None)
+    request = ScoreTableRequest(
+        _home(), model, file, out, tuple(carry) if carry else None, sep, encoding
+    )
     show.table_scored(run(score_table, request, status=f"scoring {file}"))
 
 

@@ -96,7 +96,7 @@ def test_train_table_registers_a_challenger_with_signature_card_and_spec(trained
     card = version.description
     for text in ("Model card: bookpulse-table-bank_churn", "`Exited` = `yes`", "Bank Churn.csv"):
         assert text in card
-    assert "stratified random" in card and "| CustomerId | looks like an identifier" in card
+    assert "stratified random" in card and f"| CustomerId | {r.excluded['CustomerId']} |" in card
     assert "| auc |" in card and "## Limits" in card and "Snapshot" in card
     tags = version.tags
     assert tags["mode"] == "flat-table" and tags["target"] == "Exited"
@@ -121,6 +121,9 @@ def test_train_table_registers_a_challenger_with_signature_card_and_spec(trained
     assert spec.excluded == r.excluded and "CustomerId" in spec.excluded
     assert (spec.target, spec.positive, spec.split) == ("Exited", "yes", "stratified random")
     assert spec.rows == r.rows and spec.gates.max_auc_drop == 0.01
+    # the guards' warnings travel with the model
+    assert spec.warnings == r.warnings and "identifier" in spec.warnings
+    assert "## Warnings at training" in card and tags["warning.identifier"]
     # the test rows, for promotion: the model's input and the label
     rows = pd.read_parquet(
         mlflow.artifacts.download_artifacts(f"runs:/{r.run_id}/validation/{TEST_ROWS_FILE}")
@@ -339,3 +342,30 @@ def test_train_promote_and_score_by_command_alone(tmp_path: Path, monkeypatch) -
     assert len(pd.read_csv(out)) == 200  # the earlier scores stay
     res = run("promote", "exits_q4")
     assert res.exit_code == 2 and "unknown model 'exits_q4'" in res.output
+
+
+def test_score_table_reads_an_extract_as_the_training_file_was_read(trained, tmp_path) -> None:
+    """A ;-separated latin-1 export: told once at training, remembered for scoring."""
+    home, _, _ = trained
+    towns = {"north": "Zürich", "south": "Genève", "east": "Bern", "west": "Lugano"}
+
+    def export(path: Path, rows: int, seed: int) -> Path:
+        df = extract(rows, seed=seed).assign(Region=lambda d: d["Region"].map(towns))
+        df.to_csv(path, sep=";", encoding="latin-1", index=False)
+        return path
+
+    file = export(tmp_path / "swiss.csv", 4000, 0)
+    r = train_table(
+        TableRequest(home, file, "Exited", positive="yes", threads=1, sep=";", encoding="latin-1")
+    )
+    from bookpulse.jobs.promote import PromoteRequest, promote
+
+    assert promote(PromoteRequest(home, "swiss"))[0].outcome == "promoted"
+    tracking.configure(home)
+    spec = _spec_of(r.run_id)
+    assert spec.reading == {"sep": ";", "encoding": "latin-1"}
+    assert "Genève" in spec.feature("Region").levels
+    new = export(tmp_path / "new.csv", 300, 21)
+    out = tmp_path / "scores.csv"
+    res = score_table(ScoreTableRequest(home, "swiss", new, out))  # no --sep, no --encoding
+    assert res.rows == 300 and res.notes == []  # every town read as trained

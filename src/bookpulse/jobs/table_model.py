@@ -88,6 +88,9 @@ class TableSpec(_Frozen):
         description="the target value that is the event (None: a 0/1 or true/false target)"
     )
     time_col: str | None = None
+    horizon: int | None = Field(
+        default=None, description="the target's window in periods of the time column"
+    )
     split: Literal["out-of-time", "stratified random"]
     windows: dict[str, str] = Field(
         default_factory=dict, description="part -> first..last value of the time column"
@@ -96,6 +99,14 @@ class TableSpec(_Frozen):
     event_rates: dict[str, float]
     features: list[TableFeature] = Field(min_length=1)
     excluded: dict[str, str] = Field(default_factory=dict, description="column -> why")
+    warnings: dict[str, str] = Field(
+        default_factory=dict, description="the guards' warnings at training: kind -> message"
+    )
+    reading: dict[str, str] = Field(
+        default_factory=dict,
+        description="how the training file was read (sep, encoding) when told: the default "
+        "for the extracts it scores",
+    )
     label: str = Field(default=LABEL, description="the 0/1 label's column in the test rows")
     gates: GateSpec = DEFAULT_GATES
 
@@ -268,6 +279,10 @@ def build_spec(
     if times is not None:
         windows = {k: _window(times.iloc[v]) for k, v in parts_idx.items()}
     y = frame[LABEL]
+    reading = {"sep": request.sep, "encoding": request.encoding}
+    run = mlflow.active_run()
+    tags = MlflowClient().get_run(run.info.run_id).data.tags if run else {}
+    warned = {k.removeprefix("warning."): v for k, v in tags.items() if k.startswith("warning.")}
     return TableSpec(
         name=name,
         registered_name=PREFIX + name,
@@ -276,12 +291,15 @@ def build_spec(
         target=request.target,
         positive=None if request.positive is None else str(request.positive),
         time_col=request.time_col,
+        horizon=request.horizon,
         split="out-of-time" if request.time_col else "stratified random",
         windows=windows,
         rows={k: len(v) for k, v in parts_idx.items()},
         event_rates={k: round(float(y.iloc[v].mean()), 6) for k, v in parts_idx.items()},
         features=features,
         excluded={str(k): str(v) for k, v in excluded.items()},
+        warnings=warned,
+        reading={k: v for k, v in reading.items() if v is not None},
     )
 
 
@@ -308,6 +326,11 @@ def table_card(spec: TableSpec, metrics: dict[str, float]) -> str:
         f"- split: {spec.split}"
         + (f" on `{spec.time_col}` (the latest periods for test)" if spec.time_col else ""),
     ]
+    if spec.horizon and spec.horizon > 1:
+        lines.append(
+            f"- horizon {spec.horizon} periods: the {spec.horizon - 1} before the test are "
+            "left out, so no calibration outcome falls inside the test's"
+        )
     for part in ("train", "valid", "calibration", "test"):
         if part not in spec.rows:
             continue
@@ -322,6 +345,9 @@ def table_card(spec: TableSpec, metrics: dict[str, float]) -> str:
     if spec.excluded:
         lines += ["", "## Columns left out", "", "| column | why |", "|---|---|"]
         lines += [f"| {c} | {why} |" for c, why in spec.excluded.items()]
+    if spec.warnings:
+        lines += ["", "## Warnings at training", ""]
+        lines += [f"- **{kind}**: {text}" for kind, text in spec.warnings.items()]
     lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     g = spec.gates
@@ -413,11 +439,14 @@ def _version_tags(spec: TableSpec) -> dict[str, str]:
         "target": spec.target,
         "positive": str(spec.positive),
         "time_col": str(spec.time_col),
+        "horizon": str(spec.horizon),
         "split": spec.split,
         "spec_hash": spec.spec_hash,
         "n_features": str(len(spec.features)),
         "features": cut(", ".join(f"{f.name}:{f.kind}" for f in spec.features)),
         "excluded": cut("; ".join(f"{c}: {w}" for c, w in spec.excluded.items())),
+        **{f"warning.{k}": cut(v) for k, v in spec.warnings.items()},
+        **{f"reading.{k}": v for k, v in spec.reading.items()},
         **{f"rows.{k}": str(v) for k, v in spec.rows.items()},
         **{f"window.{k}": v for k, v in spec.windows.items() if v},
         **{f"gates.{k}": str(v) for k, v in spec.gates.model_dump().items()},
@@ -614,16 +643,18 @@ def _overlap(old: TableSpec, champion: str, new: TableSpec) -> str:
 
 @dataclass(frozen=True)
 class ScoreTableRequest:
-    """Score FILE with table model MODEL's champion into OUT (.csv or .parquet). `keep`:
+    """Score FILE with table model MODEL's champion into OUT (.csv or .parquet). `carry`:
     columns of the file copied beside the scores (default: those training left out, such
-    as identifiers and dates, that the file has). `reading`: options for the reader."""
+    as identifiers and dates, that the file has). `sep`, `encoding`: for reading a CSV
+    (default: as the training file was read when told, else sniffed / UTF-8)."""
 
     home: Path
     model: str
     file: Path
     out: Path
-    keep: tuple[str, ...] | None = None
-    reading: dict = field(default_factory=dict)
+    carry: tuple[str, ...] | None = None
+    sep: str | None = None
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -664,14 +695,17 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
         )
     spec, model = load_table_version(ref.registered_name, version)
     run_id = MlflowClient().get_model_version(ref.registered_name, version).run_id
-    df = read_table(Path(request.file), **request.reading)
+    told = {"sep": request.sep, "encoding": request.encoding}
+    reading = {**spec.reading, **{k: v for k, v in told.items() if v is not None}}
+    df = read_table(Path(request.file), **reading)
     if df.empty:
         raise TableError(f"{request.file} has no rows to score")
     checked = conform(df, spec)
-    keep = list(request.keep) if request.keep is not None else [c for c in spec.excluded if c in df]
+    carry = request.carry
+    keep = list(carry) if carry is not None else [c for c in spec.excluded if c in df]
     absent = [c for c in keep if c not in df]
     if absent:
-        checked.missing += [f"{c} (asked for with --keep)" for c in absent]
+        checked.missing += [f"{c} (asked for with --carry)" for c in absent]
     if not checked.ok:
         listed = "\n".join(f"  - {p}" for p in checked.problems())
         raise TableError(
