@@ -369,3 +369,28 @@ def test_score_table_reads_an_extract_as_the_training_file_was_read(trained, tmp
     out = tmp_path / "scores.csv"
     res = score_table(ScoreTableRequest(home, "swiss", new, out))  # no --sep, no --encoding
     assert res.rows == 300 and res.notes == []  # every town read as trained
+
+
+def test_a_version_trained_with_a_leakage_warning_is_not_promoted(tmp_path: Path) -> None:
+    """Another model's output left in the extract makes the test AUC 1.000: the version is
+    registered with its warning, and promotion keeps it out, saying why."""
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")
+    frame = extract(seed=3)
+    rng = np.random.default_rng(3)
+    frame["Other_Model_Score"] = np.where(frame["Exited"] == "yes", 0.99, 0.01) + rng.normal(
+        0, 0.001, len(frame)
+    )
+    file = tmp_path / "leaky.csv"
+    frame.to_csv(file, index=False)
+    home = tmp_path / "home"
+    result = train_table(TableRequest(home, file, "Exited", positive="yes", threads=1))
+    assert result.metrics["auc"] > 0.99
+    assert "leakage" in result.warnings
+    tracking.configure(home)
+    from bookpulse.jobs.table_model import promote_table, table_named
+
+    decision = promote_table(home, table_named("leaky"))
+    assert decision.outcome == "kept", decision
+    assert "leakage" in decision.reason and "Other_Model_Score" in decision.reason
+    assert registry.alias_version("bookpulse-table-leaky", tracking.CHAMPION) is None

@@ -213,13 +213,14 @@ def judge(
     gates: GateSpec,
     rows_from: str = "",
     note: str = "",
+    failing: dict[str, str] | None = None,
 ) -> Decision:
     """The promotion gates on one set of rows, the same for every scoring model (book or flat
     table): the challenger's AUC and calibration excess over noise against `gates`, and, when
     there is a champion (`p_old`, its probabilities on the same rows `y`), DeLong's paired test
     of the difference against the margin. Moves the alias only when every gate passes; the
     decision is recorded either way (`rows_from` says which rows when not a book's window;
-    `note` is added to the reason)."""
+    `note` is added to the reason; `failing`: gates the caller found failed, name -> why)."""
     metrics = {f"challenger_{k}": v for k, v in _score(p_new, y).items()}
     passed = {
         "min_auc": metrics["challenger_auc"] >= gates.min_auc,
@@ -243,7 +244,13 @@ def judge(
         )
         passed["not_worse"] = verdict in ("better", "equivalent", "not worse")
     metrics["rows"] = float(len(y))
-    failed = "; ".join(_explain(g, metrics, gates, verdict) for g, ok in passed.items() if not ok)
+    failed = "; ".join(
+        [
+            *(_explain(g, metrics, gates, verdict) for g, ok in passed.items() if not ok),
+            *(failing or {}).values(),
+        ]
+    )
+    passed |= dict.fromkeys(failing or {}, False)
     return _decide(
         home,
         model,

@@ -596,6 +596,11 @@ def promote_table(home: Path, ref: TableRef) -> Decision:
         rows_from=f"the test rows of version {challenger}'s run {run_id} ({len(rows):,} rows, "
         f"{int(y.sum()):,} events)",
         note=note,
+        failing=(
+            {"no_leakage": f"training warned of leakage: {spec.warnings['leakage']}"}
+            if "leakage" in spec.warnings
+            else None
+        ),
     )
 
 
