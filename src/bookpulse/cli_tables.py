@@ -278,7 +278,7 @@ def table_result(r) -> None:
     if r.embargo:
         console.print(f"embargo: {r.embargo}", soft_wrap=True)
     m = r.metrics
-    suspect = "leakage" in r.warnings
+    suspect = "leakage" in r.warnings or "dominant_feature" in r.warnings
     colour = "yellow" if suspect else "green"
     console.print(
         f"[{colour}]{r.name}[/]: {len(r.features)} features; rows "

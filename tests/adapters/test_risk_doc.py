@@ -414,3 +414,15 @@ def test_the_model_risk_command(promoted, tmp_path, monkeypatch) -> None:
     MlflowClient().delete_registered_model_alias(spec.registered_name, tracking.CHAMPION)
     none = runner.invoke(cli.app, ["model-risk", "churn"], env=env)
     assert none.exit_code == 2 and "has no champion (versions 1, 2 are registered)" in none.output
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    from bookpulse.jobs.model_risk import ModelRiskRequest, model_risk
+    from bookpulse.specs import SpecError
+
+    taken = tmp_path / "reports"
+    taken.write_text("not a folder")
+    with pytest.raises(SpecError, match="is a file: give a folder"):
+        model_risk(ModelRiskRequest(tmp_path / "home", "churn", out=taken))
+    assert not (tmp_path / "home").exists()  # no store opened, nothing logged
+    assert taken.read_text() == "not a folder"

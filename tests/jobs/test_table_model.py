@@ -302,6 +302,33 @@ def test_score_table_refuses_an_unknown_model_and_a_bad_out(trained, tmp_path) -
     with pytest.raises(SpecError, match="table models bank_churn"):
         score_table(ScoreTableRequest(home, "bank_exits", path, tmp_path / "s.csv"))
     assert not (tmp_path / "s.csv").exists()
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(TableError, match="is a folder"):
+        score_table(ScoreTableRequest(home, "bank_churn", path, tmp_path / "folder.csv"))
+
+
+def test_carried_columns_never_overwrite_the_scores_and_files_keep_their_mode(
+    trained, tmp_path
+) -> None:
+    home, _, _ = trained
+    df = extract(80, seed=13).drop(columns=["Exited"]).assign(probability=0.5, decile="A")
+    path = tmp_path / "with_scores.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "s.csv"
+    with pytest.raises(TableError, match="--carry probability: the scores have a column"):
+        score_table(ScoreTableRequest(home, "bank_churn", path, out, carry=("probability",)))
+    assert not out.exists()
+    out.write_text("old\n")
+    out.chmod(0o640)
+    score_table(ScoreTableRequest(home, "bank_churn", path, out, carry=("CustomerId",)))
+    assert out.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its permissions
+    scored = pd.read_csv(out)
+    assert scored["probability"].between(0, 1).all() and scored["probability"].nunique() > 1
+    fresh = tmp_path / "fresh.csv"
+    score_table(ScoreTableRequest(home, "bank_churn", path, fresh))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_train_promote_and_score_by_command_alone(tmp_path: Path, monkeypatch) -> None:
@@ -394,3 +421,25 @@ def test_a_version_trained_with_a_leakage_warning_is_not_promoted(tmp_path: Path
     assert decision.outcome == "kept", decision
     assert "leakage" in decision.reason and "Other_Model_Score" in decision.reason
     assert registry.alias_version("bookpulse-table-leaky", tracking.CHAMPION) is None
+
+
+def test_one_honest_strong_driver_warns_but_does_not_block_promotion(tmp_path: Path) -> None:
+    """One feature carrying most of the gain is worth a look, not a refusal: no column ranks
+    the rows alone like a leak and the test AUC is ordinary, so the version is promotable."""
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        pytest.skip("uses the embedded store; unset MLFLOW_TRACKING_URI")
+    rng = np.random.default_rng(5)
+    n = 3000
+    x1, x2, x3 = rng.normal(size=(3, n))
+    y = rng.random(n) < 1 / (1 + np.exp(-(2.0 * x1 + 0.3 * x2 + 0.2 * x3)))
+    file = tmp_path / "driver.csv"
+    pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "y": y.astype(int)}).to_csv(file, index=False)
+    home = tmp_path / "home"
+    result = train_table(TableRequest(home, file, "y", threads=1))
+    assert "leakage" not in result.warnings
+    assert result.warnings["dominant_feature"].startswith("check for leakage: x1 (")
+    assert "The column x1 carries" in result.warnings["dominant_feature"]  # its own case
+    from bookpulse.jobs.table_model import promote_table, table_named
+
+    tracking.configure(home)
+    assert promote_table(home, table_named("driver")).outcome == "promoted"

@@ -111,6 +111,22 @@ def test_train_table_stratified_and_clear_errors(extract: Path, tmp_path: Path) 
         table("Exited", positive="maybe")
 
 
+def test_a_split_with_too_few_events_in_a_part_is_refused(tmp_path: Path) -> None:
+    """Events only in the early periods: the test part would hold none, so the model could be
+    neither judged nor promoted; refused before any fitting, saying which part."""
+    from bookpulse.jobs.train_table import TableError, TableRequest, train_table
+
+    rng = np.random.default_rng(4)
+    n = 2400
+    month = np.repeat(np.arange(1, 13), n // 12)
+    y = (rng.random(n) < 0.2) & (month <= 8)
+    frame = pd.DataFrame({"month": month, "x": rng.normal(size=n), "y": y.astype(int)})
+    file = tmp_path / "early.csv"
+    frame.to_csv(file, index=False)
+    with pytest.raises(TableError, match=r"too few of one class.*test 0 events"):
+        train_table(TableRequest(tmp_path / "home", file, "y", time_col="month", threads=1))
+
+
 @pytest.mark.parametrize("periods", [4, 5, 6, 7, 9, 12])
 def test_out_of_time_split_gives_every_part_whole_periods(periods: int) -> None:
     from bookpulse.jobs.train_table import split

@@ -433,3 +433,24 @@ def test_feature_groups_are_worked_out_once_per_catalog(champions, catalogs) -> 
     other = dict(catalog)  # another catalog object: its own entry, the same codes
     assert champ.reason_groups(other) is not first
     assert np.array_equal(champ.reason_groups(other), first)
+
+
+def test_bands_keyed_on_exp_are_found_alike_when_no_band_text_prints_it() -> None:
+    """The band is chosen on the figure the reason prints (e^value - 1 here) in both paths,
+    even when every band has words of its own and none prints {exp}."""
+    spec = FeatureSpec(
+        name="growth_log",
+        dtype="float32",
+        window_months=1,
+        source="snapshots",
+        description="Change in log(1 + AUM) over a period.",
+        reason="assets grew {exp:+.0%}",
+        reason_bands=[
+            {"below": 1.0, "text": "assets grew, less than doubling"},
+            {"text": "assets more than doubled"},
+        ],
+    )
+    values = [0.3, 0.69, 0.7, 0.8, 2.0]  # e^0.7 - 1 = 1.01: the bound sits between 0.69 and 0.7
+    want = ["assets grew, less than doubling"] * 2 + ["assets more than doubled"] * 3
+    assert [reason_phrase(spec, v) for v in values] == want
+    assert _numbers_phrased(spec, values) == want

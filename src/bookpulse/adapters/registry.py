@@ -230,18 +230,22 @@ def judge(
     if p_old is not None:
         metrics.update({f"champion_{k}": v for k, v in _score(p_old, y).items()})
         # the same rows, paired: DeLong's test of challenger minus champion
-        paired = delong_paired(y, p_old, p_new)
-        verdict = paired.verdict(gates.max_auc_drop)
-        metrics.update(
-            {
-                "auc_diff": paired.diff,
-                "auc_diff_se": paired.se,
-                "auc_diff_z": paired.z,
-                "auc_diff_p": paired.p_value,
-                "auc_diff_low": paired.low,
-                "auc_diff_high": paired.high,
-            }
-        )
+        try:
+            paired = delong_paired(y, p_old, p_new)
+        except ValueError:  # too few events or non-events on these rows to compare
+            verdict = "inconclusive"
+        else:
+            verdict = paired.verdict(gates.max_auc_drop)
+            metrics.update(
+                {
+                    "auc_diff": paired.diff,
+                    "auc_diff_se": paired.se,
+                    "auc_diff_z": paired.z,
+                    "auc_diff_p": paired.p_value,
+                    "auc_diff_low": paired.low,
+                    "auc_diff_high": paired.high,
+                }
+            )
         passed["not_worse"] = verdict in ("better", "equivalent", "not worse")
     metrics["rows"] = float(len(y))
     failed = "; ".join(
@@ -383,6 +387,11 @@ def _explain(gate: str, m: dict[str, float], g: GateSpec, verdict: str = "") -> 
         return (
             f"calibration error {m['challenger_ece']:.3f} exceeds its sampling noise "
             f"{m['challenger_ece_noise']:.3f} by more than {g.max_calibration_error}"
+        )
+    if "auc_diff" not in m:
+        return (
+            f"inconclusive against the champion: {int(m['rows']):,} rows hold too few events or "
+            "non-events (DeLong's test needs two of each) to compare the two on the same rows"
         )
     against = "than" if verdict == "worse" else "against"
     return (

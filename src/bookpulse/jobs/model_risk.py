@@ -54,6 +54,9 @@ def model_risk(request: ModelRiskRequest) -> ModelRiskResult:
     if request.model not in names:
         raise SpecError(f"unknown model {request.model!r}: use one of {', '.join(names)}")
     spec = spec_named(request.model)
+    out = Path(request.out) if request.out is not None else reports_dir(request.home)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out} is a file: give a folder for the .md and .html documents")
     tracking.configure(request.home)
     champion = None
     try:
@@ -63,7 +66,6 @@ def model_risk(request: ModelRiskRequest) -> ModelRiskResult:
             raise
     version = str(request.version) if request.version is not None else champion
     doc = risk_doc.log_document(spec, version, registry.history(spec.name))
-    out = Path(request.out) if request.out is not None else reports_dir(request.home)
     md, page = out / f"{doc.stem}.md", out / f"{doc.stem}.html"
     _write(md, doc.markdown)
     _write(page, doc.html)

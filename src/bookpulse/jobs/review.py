@@ -282,6 +282,7 @@ def realised_outcomes(
             .merge(slice_frames(book, scored, attributes)[spec.entity], on=key, how="left")
         )
     lists = {}
+    on_lists: dict[str, np.ndarray] = {}  # model -> its rows on any of its lists
     for list_name, action_list in playbook.lists.items():
         path = out / "lists" / f"{list_name}.parquet"
         if action_list.model not in outcomes:
@@ -295,13 +296,13 @@ def realised_outcomes(
         table = list_outcomes(outcomes[action_list.model], listed[spec.id_column].dropna(), word)
         lists[list_name] = (word, table, list_totals(table, word))
         on_list = outcomes[action_list.model]["id"].isin(set(listed[spec.id_column].dropna()))
-        r = results[action_list.model]
-        r.listed_on.append(list_name)
-        r.fairness = breakdown(groups[action_list.model], "fairness", on_list.to_numpy())
+        results[action_list.model].listed_on.append(list_name)
+        before = on_lists.get(action_list.model, False)
+        on_lists[action_list.model] = on_list.to_numpy() | before
     for name, r in results.items():
         r.slices = breakdown(groups[name], "weak_spots")
-        if r.fairness is None:
-            r.fairness = breakdown(groups[name], "fairness")
+        # on any of the model's lists (a model feeding two lists: listed on either)
+        r.fairness = breakdown(groups[name], "fairness", on_lists.get(name))
     if not results:
         raise MonitorError(
             f"nothing to review for {scored}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())

@@ -30,6 +30,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bookpulse.adapters import registry, tracking
 from bookpulse.adapters.registry import Decision, RegistryError
 from bookpulse.jobs.train_table import LABEL, TableError, read_table
-from bookpulse.model.core import attribute, model_matrix, rank_in_book
+from bookpulse.model.core import REASON_FIELDS, REASONS, attribute, model_matrix, rank_in_book
 from bookpulse.model.explain import PathAttribution
 from bookpulse.model.fit import ScoringModel
 from bookpulse.specs import GateSpec, SpecError, load_uplift_specs, model_names
@@ -690,6 +691,8 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
     kind = _out_format(request.out)
     if request.out.resolve() == Path(request.file).resolve():
         raise TableError(f"--out {request.out} is the extract itself: write the scores elsewhere")
+    if request.out.is_dir():
+        raise TableError(f"--out {request.out} is a folder: give a file name (.csv or .parquet)")
     tracking.configure(request.home)
     ref = table_named(request.model)
     version = registry.alias_version(ref.registered_name, tracking.CHAMPION)
@@ -711,6 +714,12 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
     absent = [c for c in keep if c not in df]
     if absent:
         checked.missing += [f"{c} (asked for with --carry)" for c in absent]
+    taken = set(output_columns())
+    if carry is not None and taken & set(carry):
+        raise TableError(
+            f"--carry {', '.join(c for c in carry if c in taken)}: the scores have a column of "
+            "that name; carry it under another name (rename it in the extract) or leave it out"
+        )
     if not checked.ok:
         listed = "\n".join(f"  - {p}" for p in checked.problems())
         raise TableError(
@@ -719,8 +728,8 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
         )
     scores = score_rows(model, spec, df, checked.frame)
     out = pd.DataFrame({"row": np.arange(1, len(df) + 1)})
-    for col in keep:
-        out[col] = df[col].to_numpy()
+    for col in keep:  # a carried column named like a score's keeps its values under extract_
+        out[f"extract_{col}" if col in taken else col] = df[col].to_numpy()
     for col in scores.columns:
         out[col] = scores[col].to_numpy()
     out["model"] = ref.registered_name
@@ -740,6 +749,13 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
         float(p[scores["decile"] == 1].mean()),
         time.perf_counter() - started,
     )
+
+
+def output_columns() -> list[str]:
+    """The columns score-table writes besides the carried ones."""
+    scores = ["probability", "percentile", "decile"]
+    reasons = [f"reason{j}_{f}" for j in range(1, REASONS + 1) for f in REASON_FIELDS]
+    return ["row", *scores, *reasons, "model", "model_version", "run_id"]
 
 
 def score_rows(
@@ -801,14 +817,15 @@ def write_atomically(frame: pd.DataFrame, out: Path, kind: str) -> None:
     """Write beside `out`, then rename into place: `out` holds the old file or the whole new
     one, never part of one; nothing is left behind on failure."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
+    # a fresh name, created by the writer under the user's umask (mkstemp would make it 0600)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         if kind == "csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
+        if out.exists():  # a replaced file keeps its permissions
+            os.chmod(tmp, out.stat().st_mode & 0o7777)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

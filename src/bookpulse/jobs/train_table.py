@@ -12,7 +12,10 @@ the run (`warning.<kind>`):
   than half the trees' total gain (`LEAKAGE_GAIN_SHARE`, with 3 features or more: with one
   or two, one of them carrying most of the gain says nothing). Named: the feature with the
   most gain, and any numeric feature that alone ranks the training rows with an AUC of 0.95
-  or more (another model's output, a status filled in after the outcome).
+  or more (another model's output, a status filled in after the outcome). Tagged `leakage`
+  when the AUC is that high or such a column exists (promotion keeps the version out), and
+  `dominant_feature` when one feature only carries most of the gain (a warning: a strong
+  honest driver does that too).
 - **identifier**: left out. By name (`CLIENTNUM`, `RowNumber`, `CustomerId`, `client_num`,
   `Surname`, `email`, ...: see `looks_like_id`) when the values are mostly distinct (more
   than half the rows) or, for text, more than 100 levels; by values alone, integers nearly
@@ -69,6 +72,7 @@ TABLE_LGB = LightGBMSpec(
     early_stopping_rounds=150,
 )
 
+MIN_PART_CLASS = 5  # events and non-events each part needs (DeLong needs 2; calibration more)
 LEAKAGE_AUC = 0.99  # a test AUC this high on a bank extract is a leak until shown otherwise
 LEAKAGE_GAIN_SHARE = 0.5  # one feature carrying more than half the total gain
 LEAKAGE_SOLO_AUC = 0.95  # a numeric feature ranking the rows this well on its own is named
@@ -521,9 +525,14 @@ def _solo_auc(x: pd.Series, y: np.ndarray) -> float:
     return float(max(auc, 1 - auc))
 
 
-def leakage(auc: float, gain: pd.Series, train: pd.DataFrame, y_train: np.ndarray) -> str | None:
-    """The leakage warning, or None: the test AUC at or above `LEAKAGE_AUC`, or one feature
-    carrying more than `LEAKAGE_GAIN_SHARE` of the gain (3 features or more)."""
+def leakage(
+    auc: float, gain: pd.Series, train: pd.DataFrame, y_train: np.ndarray
+) -> tuple[str, str] | None:
+    """(kind, warning), or None: the test AUC at or above `LEAKAGE_AUC`, or one feature
+    carrying more than `LEAKAGE_GAIN_SHARE` of the gain (3 features or more). The kind is
+    `leakage` when the AUC is that high or a numeric column ranks the rows alone at
+    `LEAKAGE_SOLO_AUC` (promotion keeps such a version out), `dominant_feature` when one
+    feature only carries most of the gain (a warning: a strong honest driver does that too)."""
     total = float(gain.sum())
     if total <= 0:
         return None
@@ -541,16 +550,17 @@ def leakage(auc: float, gain: pd.Series, train: pd.DataFrame, y_train: np.ndarra
             if solo >= LEAKAGE_SOLO_AUC:
                 why = f"AUC {solo:.3f} alone"
                 named[col] = f"{named[col]}, {why}" if col in named else why
-    why = [f"test AUC {auc:.3f}"] if too_good else []
+    why = [f"Test AUC {auc:.3f}"] if too_good else []
     if dominant:
-        why.append(f"{top} carries {top_share:.0%} of the gain")
+        why.append(f"{'t' if why else 'T'}he column {top} carries {top_share:.0%} of the gain")
     listed = ", ".join(f"{c} ({w})" for c, w in named.items())
-    because = "; ".join(why)
-    return (
-        f"check for leakage: {listed}. {because[0].upper()}{because[1:]}: a column filled in "
-        "after the outcome (a status, a closing date) or another model's output makes a "
-        "model look perfect here and fail on new extracts; leave such a column out with "
-        "--drop"
+    solo = any("alone" in w for w in named.values())
+    kind = "leakage" if too_good or solo else "dominant_feature"
+    return kind, (
+        f"check for leakage: {listed}. {'; '.join(why)}: a column filled in after the "
+        "outcome (a status, a closing date) or another model's output makes a model look "
+        "perfect here and fail on new extracts; leave such a column out with --drop"
+        + ("" if kind == "leakage" else " (a strong honest driver can do this too: look first)")
     )
 
 
@@ -657,6 +667,23 @@ def train_table(request: TableRequest) -> TableResult:
     if times is not None and request.horizon and request.horizon > 1:
         embargo = embargo_words(times, parts_idx, request.horizon)
     parts = {k: frame.iloc[v] for k, v in parts_idx.items()}
+    thin = {
+        k: (int(v[LABEL].sum()), int(len(v) - v[LABEL].sum()))
+        for k, v in parts.items()
+        if min(v[LABEL].sum(), len(v) - v[LABEL].sum()) < MIN_PART_CLASS
+    }
+    if thin:
+        said = ", ".join(f"{k} {e:,} events and {n:,} non-events" for k, (e, n) in thin.items())
+        raise TableError(
+            f"the split leaves too few of one class to fit, calibrate or judge a model ({said}; "
+            f"each part needs {MIN_PART_CLASS} of each): "
+            + (
+                "the outcome is rare or missing in some periods; use a longer extract, or "
+                "leave --time-col out for a stratified split"
+                if time_col
+                else "the target is too rare for this many rows; use a larger extract"
+            )
+        )
     name = re.sub(r"[^a-z0-9_]+", "_", (request.name or path.stem).lower()).strip("_") or "table"
     threads = table_threads(request.threads, len(parts["train"]))
 
@@ -685,7 +712,7 @@ def train_table(request: TableRequest) -> TableResult:
     gain = model.gain_importance()
     leak = leakage(ev.metrics["auc"], gain, parts["train"], parts["train"][LABEL].to_numpy())
     if leak:
-        warnings = {"leakage": leak, **warnings}
+        warnings = {leak[0]: leak[1], **warnings}
     tracking.configure(home)
     exp = tracking.experiment_id(home, f"bookpulse-table-{name}")
     with mlflow.start_run(experiment_id=exp, run_name=f"{name} {target}") as run:

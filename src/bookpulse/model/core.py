@@ -316,10 +316,10 @@ def _numbers_phrased(spec: FeatureSpec, values: list[float]) -> list[str]:
     bounds, texts, key = _bands(spec)
     v = np.asarray(values, dtype=np.float64)
     missing = np.isnan(v)
-    if any("{exp" in t for t in texts):
+    if key == "exp" or any("{exp" in t for t in texts):
         exps = np.asarray([math.expm1(min(x, 50.0)) for x in values], dtype=np.float64)
     else:
-        exps = v  # no template prints {exp}: any number will do
+        exps = v  # neither a band's bound nor a template reads {exp}: any number will do
     pct = 100.0 * v
     out = np.empty(len(v), dtype=object)
     out[missing] = reason_phrase(spec, None)
