@@ -45,7 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from bookpulse.adapters import registry, tracking
 from bookpulse.adapters.registry import Decision, RegistryError
 from bookpulse.jobs.train_table import LABEL, TableError, read_table
-from bookpulse.model.core import REASON_FIELDS, REASONS, attribute, model_matrix, rank_in_book
+from bookpulse.model.core import (
+    attribute,
+    model_matrix,
+    rank_in_book,
+    score_columns,
+)
 from bookpulse.model.explain import PathAttribution
 from bookpulse.model.fit import ScoringModel
 from bookpulse.specs import GateSpec, SpecError, load_uplift_specs, model_names
@@ -752,10 +757,9 @@ def score_table(request: ScoreTableRequest) -> ScoreTableResult:
 
 
 def output_columns() -> list[str]:
-    """The columns score-table writes besides the carried ones."""
-    scores = ["probability", "percentile", "decile"]
-    reasons = [f"reason{j}_{f}" for j in range(1, REASONS + 1) for f in REASON_FIELDS]
-    return ["row", *scores, *reasons, "model", "model_version", "run_id"]
+    """The columns score-table writes besides the carried ones (the scoring core's, with the
+    row number and the rank within the extract)."""
+    return ["row", "percentile", "decile", *score_columns()]
 
 
 def score_rows(
