@@ -34,6 +34,7 @@ from bookpulse.model.realised import (
 )
 from bookpulse.model.slices import flagged, slice_table
 from bookpulse.specs import (
+    FeatureCatalog,
     ModelSpec,
     Playbook,
     load_feature_catalog,
@@ -299,10 +300,11 @@ def realised_outcomes(
         results[action_list.model].listed_on.append(list_name)
         before = on_lists.get(action_list.model, False)
         on_lists[action_list.model] = on_list.to_numpy() | before
+    catalog = load_feature_catalog()
     for name, r in results.items():
-        r.slices = breakdown(groups[name], "weak_spots")
+        r.slices = breakdown(groups[name], "weak_spots", catalog)
         # on any of the model's lists (a model feeding two lists: listed on either)
-        r.fairness = breakdown(groups[name], "fairness", on_lists.get(name))
+        r.fairness = breakdown(groups[name], "fairness", catalog, on_lists.get(name))
     if not results:
         raise MonitorError(
             f"nothing to review for {scored}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
@@ -326,10 +328,12 @@ def slice_frames(
     return cache
 
 
-def breakdown(rows: pd.DataFrame, kind: str, listed: np.ndarray | None = None) -> pd.DataFrame:
+def breakdown(
+    rows: pd.DataFrame, kind: str, catalog: FeatureCatalog, listed: np.ndarray | None = None
+) -> pd.DataFrame:
     """A reviewed model's weak-spot or fairness table (`bookpulse.model.slices`) over its
-    reviewed `rows` (y, p and the slice columns)."""
-    columns = load_feature_catalog().sliced_by(kind)
+    reviewed `rows` (y, p and the slice columns the catalog names for `kind`)."""
+    columns = catalog.sliced_by(kind)
     y, p = rows["y"].to_numpy(), rows["p"].to_numpy()
     return slice_table(y, p, rows[columns], listed, against_book=kind == "fairness")
 
